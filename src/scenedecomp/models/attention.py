@@ -1,0 +1,132 @@
+"""Attention networks: each maps an image to K log masks that sum to one per pixel.
+
+Interface: ``attention(image [B,C,H,W], num_slots K) -> log_masks [B,K,1,H,W]`` with
+``log_masks.exp().sum(1) == 1``.
+
+- :class:`RecurrentUNetAttention` is MONet's: a U-Net called K-1 times on the image and the current
+  log scope; stick-breaking is done entirely in log space (no clamps, no epsilons).
+- One-pass segmentation networks (MONet-RN50/RN50*) live in :mod:`scenedecomp.models.resnet_attention`
+  and are built by :func:`build_attention`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..training.config import AttentionConfig
+
+
+def stick_breaking_log_masks(logits: Tensor) -> Tensor:
+    """Turn ``K-1`` logits into ``K`` log masks by stick-breaking in log space.
+
+    ``logits [B,K-1,1,H,W] -> log_masks [B,K,1,H,W]`` where
+    ``log m_k = logsigmoid(a_k) + sum_{j<k} logsigmoid(-a_j)`` and the last mask is the remaining scope.
+    """
+    log_keep = F.logsigmoid(logits)  # log sigmoid(a_k): share of the scope taken by slot k
+    log_pass = F.logsigmoid(-logits)  # log(1 - sigmoid(a_k)): share passed on
+    log_scope = torch.cumsum(log_pass, dim=1)  # log s_k after k steps
+    prev_scope = torch.cat([torch.zeros_like(log_scope[:, :1]), log_scope[:, :-1]], dim=1)
+    return torch.cat([prev_scope + log_keep, log_scope[:, -1:]], dim=1)
+
+
+class _ConvBlock(nn.Sequential):
+    """3x3 conv (no bias) -> InstanceNorm (learned affine) -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.InstanceNorm2d(out_channels, affine=True),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    """MONet's U-Net (paper appendix B.2).
+
+    ``n`` blocks down and ``n`` up with widths ``channels``; nearest-neighbour resize by 0.5 / 2 after
+    every block but the last of each path; skips after each down block's ReLU are concatenated before
+    the matching up block's conv; an MLP bottleneck (``mlp_hidden``, ReLU after every layer) maps the
+    flattened last skip to a tensor of the same shape. A final 1x1 conv gives ``out_channels`` logits.
+
+    Shapes: ``x [B,in_channels,H,W] -> [B,out_channels,H,W]``; ``H`` and ``W`` divisible by
+    ``2**(n-1)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, channels: list[int], mlp_hidden: list[int],
+                 image_size: int):
+        super().__init__()
+        n = len(channels)
+        if image_size % 2 ** (n - 1):
+            raise ValueError(f"image size {image_size} is not divisible by 2**{n - 1} for a {n}-block U-Net")
+        self.down = nn.ModuleList()
+        prev = in_channels
+        for width in channels:
+            self.down.append(_ConvBlock(prev, width))
+            prev = width
+        bottom = image_size // 2 ** (n - 1)
+        self.bottom_shape = (channels[-1], bottom, bottom)
+        flat = channels[-1] * bottom * bottom
+        dims = [flat, *mlp_hidden, flat]
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(d_in, d_out), nn.ReLU(inplace=True)]
+        self.mlp = nn.Sequential(*layers)
+        self.up = nn.ModuleList()
+        prev = channels[-1]
+        for i in reversed(range(n)):
+            out = channels[i - 1] if i > 0 else channels[0]
+            self.up.append(_ConvBlock(prev + channels[i], out))
+            prev = out
+        self.head = nn.Conv2d(prev, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        skips = []
+        last = len(self.down) - 1
+        for i, block in enumerate(self.down):
+            x = block(x)
+            skips.append(x)
+            if i < last:
+                x = F.interpolate(x, scale_factor=0.5, mode="nearest")
+        x = self.mlp(x.flatten(1)).view(x.shape[0], *self.bottom_shape)
+        for i, block in enumerate(self.up):
+            x = block(torch.cat([x, skips[last - i]], dim=1))
+            if i < last:
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.head(x)
+
+
+class RecurrentUNetAttention(nn.Module):
+    """MONet's recurrent attention: K-1 U-Net calls on ``[image, log scope]``.
+
+    Step k: ``a_k = UNet([x, log s_{k-1}])``, ``log m_k = log s_{k-1} + logsigmoid(a_k)``,
+    ``log s_k = log s_{k-1} + logsigmoid(-a_k)``; the last mask is the remaining scope. K can differ
+    between training and inference.
+    """
+
+    recurrent = True
+
+    def __init__(self, cfg: AttentionConfig, in_channels: int, image_size: int):
+        super().__init__()
+        self.unet = UNet(in_channels + 1, 1, list(cfg.channels), list(cfg.mlp_hidden), image_size)
+
+    def forward(self, image: Tensor, num_slots: int) -> Tensor:
+        b, _, h, w = image.shape
+        log_scope = image.new_zeros(b, 1, h, w)
+        log_masks = []
+        for _ in range(num_slots - 1):
+            logits = self.unet(torch.cat([image, log_scope], dim=1))
+            log_masks.append(log_scope + F.logsigmoid(logits))
+            log_scope = log_scope + F.logsigmoid(-logits)
+        log_masks.append(log_scope)
+        return torch.stack(log_masks, dim=1)
+
+
+def build_attention(cfg: AttentionConfig, in_channels: int, image_size: int, num_slots: int) -> nn.Module:
+    """Build the attention network named by ``cfg.type``."""
+    if cfg.type == "unet_recurrent":
+        return RecurrentUNetAttention(cfg, in_channels, image_size)
+    from .resnet_attention import ResNetAttention  # one-pass segmentation attention (RN50 / RN50*)
+
+    return ResNetAttention(cfg, in_channels, image_size, num_slots)

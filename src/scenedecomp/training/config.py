@@ -1,0 +1,233 @@
+"""Run configuration: typed dataclasses, YAML presets and dotted ``key=value`` overrides.
+
+A preset is a YAML file in ``configs/`` (or any path). It is merged onto the typed schema below, so an
+unknown key or a value of the wrong type is refused with one line naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A preset or override is invalid (one-line message)."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "multi_sprites"  # registered dataset name or a path (.h5 file, image directory)
+    image_size: int = 64
+    num_train: int | None = None  # None: the dataset's default size
+    num_val: int | None = None
+    num_test: int | None = None
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # extra dataset-specific options
+
+
+@dataclass
+class AttentionConfig:
+    # unet_recurrent (MONet) | resnet (MONet-RN50) | resnet_skip (MONet-RN50*)
+    type: str = "unet_recurrent"
+    channels: list[int] = field(default_factory=lambda: [32, 32, 64, 64, 64])  # U-Net block widths
+    mlp_hidden: list[int] = field(default_factory=lambda: [128, 128])  # U-Net bottleneck MLP
+    backbone: str = "resnet50"
+    pretrained: str | None = None  # local state-dict file or torchvision weights name
+    mask_normalization: str = "stick_breaking"  # stick_breaking | softmax (one-pass attention)
+
+
+@dataclass
+class ComponentConfig:
+    encoder_channels: list[int] = field(default_factory=lambda: [32, 32, 64, 64])
+    encoder_hidden: int = 256
+    decoder_channels: int = 32
+    decoder_layers: int = 4
+    output_activation: str = "sigmoid"  # sigmoid | none
+
+
+@dataclass
+class LossConfig:
+    sigma_bg: float = 0.09
+    sigma_fg: float = 0.11
+    beta: float = 0.5
+    gamma: float = 0.5
+    likelihood: str = "per_pixel"  # per_pixel | per_channel (see models/monet.py)
+
+
+@dataclass
+class AirConfig:
+    max_steps: int = 3
+    lstm_hidden: int = 256
+    patch_size: int = 28
+    what_dim: int = 50
+    what_hidden: int = 200
+    decoder_bias: float = -2.0
+    likelihood_sd: float = 0.3
+    z_pres_prior: str = "bernoulli"  # bernoulli | geometric
+    z_pres_prob: float = 0.01
+    z_pres_prob_start: float | None = None  # annealing start (geometric/bernoulli)
+    z_pres_anneal_steps: int = 0
+    z_where_prior_scale_mean: float = 3.0
+    z_where_prior_scale_sd: float = 0.2
+    baseline_hidden: int = 256
+    baseline_lr: float = 1e-3
+
+
+@dataclass
+class ModelConfig:
+    name: str = "monet"  # monet | air
+    num_slots: int = 5
+    eval_num_slots: int | None = None  # K at evaluation (None: same as training)
+    latent_dim: int = 16
+    init: str = "torch_default"  # torch_default | trunc_normal_default | trunc_normal_kaiming
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    component: ComponentConfig = field(default_factory=ComponentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    air: AirConfig = field(default_factory=AirConfig)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "rmsprop"  # rmsprop | adam | adamw
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip_norm: float | None = None
+    schedule: str = "constant"  # constant | cosine | exponential
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1  # cosine: final lr = lr * min_lr_ratio
+    decay_rate: float = 0.5  # exponential: lr multiplied by this every decay_steps
+    decay_steps: int = 100_000
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1_000_000
+    max_minutes: float | None = None  # wall-clock budget; training stops cleanly when it runs out
+    val_every_n_steps: int = 1000
+    val_batches: int | None = None  # limit validation to this many batches
+    checkpoint_every_n_steps: int = 5000
+    log_every_n_steps: int = 50
+    image_log_every_n_steps: int = 1000
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    compile: bool = False
+    num_threads: int | None = None  # torch intra-op threads (None: torch's default)
+    progress_bar: bool = True
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    out_dir: str = "runs"  # the run directory is <out_dir>/<name>
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    notes: str = ""  # free text: deviations from the paper, provenance
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """Resolve a preset name (``monet-demo``) or a YAML path to an existing file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        return path
+    for folder in (CONFIG_DIR, Path(__file__).resolve().parents[1] / "configs"):
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(list_presets())
+    raise ConfigError(f"unknown preset {str(name_or_path)!r}; known presets: {known}")
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
+
+
+def _merge(base: DictConfig, other: Any, origin: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{origin}: {_describe(err)}") from None
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    msg = str(err).splitlines()[0]
+    key = getattr(err, "full_key", None)
+    if "not in struct" in msg or "Key '" in msg and "not" in msg:
+        return f"unknown config key {key!r}" if key else msg
+    return f"{key}: {msg}" if key else msg
+
+
+def load_config(preset: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Build a typed :class:`RunConfig` from a preset plus ``dotted.key=value`` overrides."""
+    cfg = OmegaConf.structured(RunConfig)
+    if preset is not None:
+        path = preset_path(preset)
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as err:  # yaml syntax errors
+            raise ConfigError(f"{path}: cannot parse YAML ({str(err).splitlines()[0]})") from None
+        cfg = _merge(cfg, loaded, str(path))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like dotted.key=value")
+        try:
+            dotted = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"override {item!r}: {_describe(err)}") from None
+        cfg = _merge(cfg, dotted, f"override {item!r}")
+    run: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    validate(run)
+    return run
+
+
+def validate(cfg: RunConfig) -> None:
+    """Semantic checks beyond types; raise :class:`ConfigError` with one line."""
+    m = cfg.model
+    if m.name not in ("monet", "air"):
+        raise ConfigError(f"model.name: unknown model {m.name!r}; expected monet or air")
+    if m.name == "monet" and m.num_slots < 2:
+        raise ConfigError(f"model.num_slots: K must be at least 2, got {m.num_slots}")
+    if m.eval_num_slots is not None and m.eval_num_slots < 2:
+        raise ConfigError(f"model.eval_num_slots: K must be at least 2, got {m.eval_num_slots}")
+    if m.attention.type not in ("unet_recurrent", "resnet", "resnet_skip"):
+        raise ConfigError(f"model.attention.type: unknown {m.attention.type!r}")
+    if m.attention.mask_normalization not in ("stick_breaking", "softmax"):
+        raise ConfigError(f"model.attention.mask_normalization: unknown {m.attention.mask_normalization!r}")
+    if m.loss.likelihood not in ("per_pixel", "per_channel"):
+        raise ConfigError(f"model.loss.likelihood: expected per_pixel or per_channel, got {m.loss.likelihood!r}")
+    if m.component.output_activation not in ("sigmoid", "none"):
+        raise ConfigError(f"model.component.output_activation: unknown {m.component.output_activation!r}")
+    if m.init not in ("torch_default", "trunc_normal_default", "trunc_normal_kaiming"):
+        raise ConfigError(f"model.init: unknown {m.init!r}")
+    if m.air.max_steps < 1:
+        raise ConfigError(f"model.air.max_steps: N must be at least 1, got {m.air.max_steps}")
+    if cfg.optim.name not in ("rmsprop", "adam", "adamw"):
+        raise ConfigError(f"optim.name: unknown optimiser {cfg.optim.name!r}")
+    if cfg.optim.schedule not in ("constant", "cosine", "exponential"):
+        raise ConfigError(f"optim.schedule: unknown {cfg.optim.schedule!r}")
+    for key in ("lr",):
+        if getattr(cfg.optim, key) <= 0:
+            raise ConfigError(f"optim.{key} must be positive")
+    if cfg.data.batch_size < 1:
+        raise ConfigError("data.batch_size must be at least 1")
+    if cfg.data.image_size < 8:
+        raise ConfigError(f"data.image_size must be at least 8, got {cfg.data.image_size}")
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
