@@ -1,0 +1,140 @@
+"""The ``scenedecomp`` command: train, evaluate, visualize, data, benchmark, presets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+
+
+def _cmd_train(args) -> int:
+    from .training.config import load_config
+    from .training.run import train
+
+    cfg = load_config(args.config, args.overrides)
+    metrics = train(cfg, overwrite=args.overwrite, resume=args.resume, quiet=args.quiet)
+    _print_summary(metrics, f"{cfg.out_dir}/{cfg.name}")
+    return 0
+
+
+def _print_summary(metrics: dict, where: str) -> None:
+    keys = ["fg_ari", "ari", "msc", "sc", "mse", "count_accuracy"]
+    parts = []
+    for key in keys:
+        value = metrics.get(key)
+        if value is not None and value == value:
+            parts.append(f"{key.upper() if key != 'count_accuracy' else 'count acc'} {value:.4f}"
+                         if key != "mse" else f"MSE {value:.2e}")
+    if "train_seconds" in metrics:
+        parts.append(f"train {metrics['train_seconds'] / 60:.1f} min ({metrics.get('train_steps', '?')} steps)")
+    print(f"[{metrics.get('split', 'test')}, {metrics.get('num_images', '?')} images] " + ", ".join(parts))
+    if "_path" in metrics:
+        print(f"metrics written to {metrics['_path']}; run directory: {where}")
+
+
+def _cmd_evaluate(args) -> int:
+    from .training.run import evaluate
+
+    metrics = evaluate(args.run, split=args.split, num_slots=args.num_slots, batch_size=args.batch_size,
+                       out=args.out, progress=not args.quiet)
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("_")}, indent=2))
+    else:
+        _print_summary(metrics, args.run)
+    return 0
+
+
+def _cmd_visualize(args) -> int:
+    from .training.run import visualize
+
+    for path in visualize(args.run, args.out, split=args.split, num_images=args.num_images,
+                          num_slots=args.num_slots):
+        print(path)
+    return 0
+
+
+def _cmd_presets(args) -> int:
+    from omegaconf import OmegaConf
+
+    from .training.config import CONFIG_DIR, list_presets
+
+    for name in list_presets():
+        notes = OmegaConf.load(CONFIG_DIR / f"{name}.yaml").get("notes", "") or ""
+        print(f"{name:34s} {notes.strip().splitlines()[0] if notes.strip() else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scenedecomp", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"scenedecomp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a preset", description=(
+        "Train a model. The run directory <out_dir>/<name> receives the resolved config, versions, "
+        "checkpoints, TensorBoard logs, the validation history, test metrics and figures."))
+    p.add_argument("--config", required=True, help="preset name (see `scenedecomp presets`) or YAML path")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides, e.g. trainer.max_steps=100 model.num_slots=5")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoints/last.ckpt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or model summary")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run on a split", description=(
+        "Evaluate a run directory or checkpoint; writes metrics.json (test split) or metrics_<split>.json "
+        "in the run directory (or --out) with ari, fg_ari, msc, sc, mse, num_images and their spreads."))
+    p.add_argument("run", help="run directory or .ckpt file")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--num-slots", type=int, default=None, help="K at inference (recurrent attention only)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--out", default=None, help="write the metrics JSON here instead")
+    p.add_argument("--json", action="store_true", help="print the full metrics JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("visualize", help="draw decomposition figures", description=(
+        "Draw decomposition figures (input, reconstruction, segmentation, per-slot reconstructions) "
+        "and, for AIR, the attention boxes."))
+    p.add_argument("run", help="run directory or .ckpt file")
+    p.add_argument("--out", required=True, help="output directory for PNG files")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--num-images", type=int, default=8)
+    p.add_argument("--num-slots", type=int, default=None)
+    p.set_defaults(func=_cmd_visualize)
+
+    p = sub.add_parser("presets", help="list the YAML presets")
+    p.set_defaults(func=_cmd_presets)
+
+    from .bench import add_benchmark_commands
+
+    add_benchmark_commands(sub)
+    try:
+        from .data.commands import add_data_commands
+    except ModuleNotFoundError:
+        pass
+    else:
+        add_data_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import BatchError, DatasetError
+    from .training.config import ConfigError
+    from .training.run import RunError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, DatasetError, BatchError, RunError, FileNotFoundError) as err:
+        print(f"scenedecomp: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scenedecomp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Callbacks: the validation history (metrics vs wall-clock) and decomposition images in TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+class HistoryCallback(L.Callback):
+    """Appends ``{step, seconds, <val metrics>}`` to ``<run_dir>/history.jsonl`` after each validation.
+
+    ``seconds`` is training wall-clock since the start of ``fit`` (validation time included), so the
+    file is the metric-vs-time curve of the run.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.start = None
+
+    def on_fit_start(self, trainer, pl_module):
+        self.start = time.perf_counter()
+        # a resumed run continues the same file
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        row = {"step": trainer.global_step, "seconds": round(time.perf_counter() - self.start, 2)}
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("val/"):
+                row[key[4:]] = float(value)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+class DecompositionImageCallback(L.Callback):
+    """Every ``every_n_steps`` training steps, logs a decomposition figure of a fixed batch to TensorBoard."""
+
+    def __init__(self, images: torch.Tensor, every_n_steps: int):
+        self.images = images
+        self.every = every_n_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if self.every <= 0 or step % self.every or not trainer.is_global_zero:
+            return
+        experiment = getattr(trainer.logger, "experiment", None)
+        if experiment is None or not hasattr(experiment, "add_figure"):
+            return
+        from ..viz.figures import decomposition_figure
+
+        was_training = pl_module.model.training
+        pl_module.model.eval()
+        with torch.no_grad():
+            out = pl_module.model(self.images.to(pl_module.device), pl_module.eval_num_slots)
+        pl_module.model.train(was_training)
+        experiment.add_figure("decomposition", decomposition_figure(self.images, out.detach().cpu()), step)

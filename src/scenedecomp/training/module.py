@@ -1,0 +1,115 @@
+"""One LightningModule for every model: it only speaks the batch and model-output contracts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+
+from .. import metrics as M
+from ..models import build_model
+from ..models.output import ModelOutput
+from .config import RunConfig
+
+
+def batch_metrics(batch: dict, out: ModelOutput, background_labels=(0,)) -> dict[str, torch.Tensor]:
+    """Per-image metrics ``{name: [B]}`` for whatever ground truth the batch carries."""
+    image = batch["image"]
+    result = {"mse": M.mse(image, out.recon.clamp(0, 1))}
+    if "mask" in batch:
+        result.update(M.segmentation_metrics(batch["mask"], out.predicted_labels(), background_labels))
+    if "num_objects" in batch and "num_objects" in out.extras:
+        result["count_accuracy"] = M.count_accuracy(batch["num_objects"], out.extras["num_objects"])
+    return result
+
+
+class SceneDecompModule(L.LightningModule):
+    """Trains and validates any model that returns a :class:`ModelOutput`.
+
+    Logged scalars: ``train/loss`` and ``train/<term>`` for every loss term; ``val/<metric>`` (batch
+    means of per-image metrics, NaN images skipped) every validation run.
+    """
+
+    def __init__(self, config: dict, in_channels: int = 3, image_size: int = 64,
+                 background_labels: tuple[int, ...] = (0,)):
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg: RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), config))
+        self.background_labels = tuple(background_labels)
+        self.model = build_model(self.cfg.model, in_channels, image_size)
+        self._forward = self.model
+        self._val_metrics: dict[str, list[torch.Tensor]] = {}
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, in_channels: int, image_size: int, background_labels=(0,)):
+        return cls(asdict(cfg), in_channels, image_size, tuple(background_labels))
+
+    def configure_model(self) -> None:
+        if self.cfg.trainer.compile and self._forward is self.model:
+            self._forward = torch.compile(self.model)
+
+    @property
+    def eval_num_slots(self) -> int | None:
+        return self.cfg.model.eval_num_slots
+
+    def forward(self, image: torch.Tensor, num_slots: int | None = None) -> ModelOutput:
+        return self._forward(image, num_slots)
+
+    def training_step(self, batch, batch_idx):
+        if hasattr(self.model, "set_step"):
+            self.model.set_step(self.global_step)
+        out = self(batch["image"])
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(f"non-finite loss at step {self.global_step}: {out.loss.item()}")
+        b = batch["image"].shape[0]
+        self.log("train/loss", out.loss.detach(), prog_bar=True, batch_size=b)
+        for name, value in out.loss_terms.items():
+            self.log(f"train/{name}", value.detach(), batch_size=b)
+        return out.loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_metrics = {}
+
+    def validation_step(self, batch, batch_idx):
+        out = self.model(batch["image"], self.eval_num_slots)
+        for name, values in batch_metrics(batch, out, self.background_labels).items():
+            self._val_metrics.setdefault(name, []).append(values.detach().cpu())
+        self.log("val/loss", out.loss.detach(), batch_size=batch["image"].shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        summary = M.summarize({k: torch.cat(v) for k, v in self._val_metrics.items()})
+        for name in self._val_metrics:
+            value = summary[name]
+            if not math.isnan(value):
+                self.log(f"val/{name}", value, prog_bar=name in ("fg_ari", "count_accuracy"))
+
+    def configure_optimizers(self):
+        opt_cfg = self.cfg.optim
+        if hasattr(self.model, "parameter_groups"):
+            groups = self.model.parameter_groups(opt_cfg.lr)
+        else:
+            groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        kwargs = {"lr": opt_cfg.lr, "weight_decay": opt_cfg.weight_decay}
+        if opt_cfg.name == "rmsprop":
+            optimizer = torch.optim.RMSprop(groups, **kwargs)
+        elif opt_cfg.name == "adam":
+            optimizer = torch.optim.Adam(groups, **kwargs)
+        else:
+            optimizer = torch.optim.AdamW(groups, **kwargs)
+        total = max(self.cfg.trainer.max_steps, 1)
+
+        def factor(step: int) -> float:
+            warm = min(1.0, (step + 1) / opt_cfg.warmup_steps) if opt_cfg.warmup_steps else 1.0
+            if opt_cfg.schedule == "cosine":
+                progress = min(1.0, step / total)
+                floor = opt_cfg.min_lr_ratio
+                return warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+            if opt_cfg.schedule == "exponential":
+                return warm * opt_cfg.decay_rate ** (step / opt_cfg.decay_steps)
+            return warm
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,384 @@
+"""Train, evaluate and visualise runs. A run directory holds everything about one run::
+
+    <out_dir>/<name>/
+      config.yaml        resolved configuration
+      env.json           package versions, git commit, command line, seed, machine
+      checkpoints/       last.ckpt and periodic step*.ckpt
+      tensorboard/       scalars (loss terms, metrics) and decomposition images
+      history.jsonl      validation metrics vs step and wall-clock
+      metrics.json       held-out metrics (``scenedecomp evaluate``; written at the end of training)
+      figures/           decomposition figures, the metric curve
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from ..data import DatasetError, open_dataset
+from .config import ConfigError, RunConfig, to_yaml, validate
+from .module import SceneDecompModule, batch_metrics
+
+
+class RunError(ValueError):
+    """A run cannot be started, found or loaded (one-line message)."""
+
+
+# ----------------------------------------------------------------------------------------------- data
+def open_split(cfg: RunConfig, split: str) -> Dataset:
+    """Open ``split`` of the configured dataset (``data.options`` are passed through)."""
+    sizes = {"train": cfg.data.num_train, "val": cfg.data.num_val, "test": cfg.data.num_test}
+    options = dict(cfg.data.options)
+    options.setdefault("image_size", cfg.data.image_size)
+    if sizes[split] is not None:
+        options["num_images"] = sizes[split]
+    try:
+        return open_dataset(cfg.data.name, split=split, **options)
+    except TypeError as err:  # an option the dataset does not take
+        raise DatasetError(f"dataset {cfg.data.name!r}: {err}") from None
+
+
+def make_loader(cfg: RunConfig, dataset: Dataset, train: bool) -> DataLoader:
+    batch = cfg.data.batch_size if train else (cfg.data.eval_batch_size or cfg.data.batch_size)
+    generator = torch.Generator().manual_seed(cfg.seed) if train else None
+    workers = cfg.data.num_workers
+    return DataLoader(dataset, batch_size=batch, shuffle=train, drop_last=train and len(dataset) >= batch,
+                      num_workers=workers, persistent_workers=workers > 0, generator=generator)
+
+
+def _image_shape(dataset: Dataset, source: str) -> tuple[int, int]:
+    if len(dataset) == 0:
+        raise DatasetError(f"{source}: the dataset is empty")
+    image = dataset[0]["image"]
+    if image.shape[-1] != image.shape[-2]:
+        raise DatasetError(f"{source}: images must be square, got {tuple(image.shape)}")
+    return image.shape[0], image.shape[-1]
+
+
+# ----------------------------------------------------------------------------------------------- files
+def write_json(path: Path, payload: dict) -> None:
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(_nan_to_none(payload), fh, indent=2, sort_keys=True, allow_nan=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _nan_to_none(value):
+    """Strict JSON: NaN (a metric with no valid image) becomes null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def _git_commit() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def environment(cfg: RunConfig) -> dict:
+    import lightning
+    import numpy
+    import torchvision
+
+    from .. import __version__
+
+    return {
+        "scenedecomp": __version__,
+        "git_commit": _git_commit(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightning": lightning.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "command": " ".join(sys.argv),
+        "seed": cfg.seed,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def prepare_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> Path:
+    """Check the run directory can be used, before anything is written."""
+    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
+    exists = run_dir.exists() and any(run_dir.iterdir()) if run_dir.is_dir() else run_dir.exists()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir}: exists and is not a directory")
+    if exists and not (overwrite or resume):
+        raise RunError(f"{run_dir}: run directory already exists; pass --overwrite, --resume, or another name=")
+    if resume and not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        raise RunError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+    if exists and overwrite and not (run_dir / "config.yaml").is_file():
+        raise RunError(f"{run_dir}: refusing to overwrite a directory that is not a scenedecomp run")
+    probe_dir = run_dir if run_dir.is_dir() else _first_existing_parent(run_dir)
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise RunError(f"{run_dir}: run directory is not writable ({probe_dir} is read-only)")
+    return run_dir
+
+
+def _first_existing_parent(path: Path) -> Path:
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            return parent
+    return Path.cwd()
+
+
+# ----------------------------------------------------------------------------------------------- loading
+def find_run(path: str | os.PathLike) -> tuple[Path, Path, RunConfig]:
+    """Resolve a run directory or checkpoint file to ``(run_dir, checkpoint, config)``."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise RunError(f"{path}: no checkpoints/last.ckpt in this run directory")
+        run_dir = path
+    elif path.is_file():
+        ckpt = path
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    else:
+        raise RunError(f"{path}: no such run directory or checkpoint")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:
+        raise RunError(f"{ckpt}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") \
+            from None
+    stored = (state.get("hyper_parameters") or {}).get("config") if isinstance(state, dict) else None
+    if stored is None:
+        raise RunError(f"{ckpt}: not a scenedecomp checkpoint (no stored config)")
+    cfg_file = run_dir / "config.yaml"
+    from .config import load_config
+
+    try:
+        cfg = load_config(cfg_file) if cfg_file.is_file() else _config_from_dict(stored)
+    except ConfigError as err:
+        raise RunError(str(err)) from None
+    if asdict(cfg.model) != asdict(_config_from_dict(stored).model):
+        raise RunError(f"{ckpt}: checkpoint does not match {cfg_file} (model settings differ)")
+    return run_dir, ckpt, cfg
+
+
+def _config_from_dict(stored: dict) -> RunConfig:
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), stored))
+    validate(cfg)
+    return cfg
+
+
+def load_module(ckpt: Path, cfg: RunConfig) -> SceneDecompModule:
+    """Load weights from ``ckpt`` into a module built from ``cfg``; refuse a mismatch in one line."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    hp = state.get("hyper_parameters", {})
+    module = SceneDecompModule(asdict(cfg), hp.get("in_channels", 3), hp.get("image_size", cfg.data.image_size),
+                               tuple(hp.get("background_labels", (0,))))
+    result = module.load_state_dict(state["state_dict"], strict=False)
+    problems = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in result.unexpected_keys]
+    if problems:
+        raise RunError(f"{ckpt}: checkpoint does not match the config ({'; '.join(problems[:3])})")
+    module.eval()
+    return module
+
+
+# ----------------------------------------------------------------------------------------------- evaluate
+@torch.no_grad()
+def evaluate_module(module: SceneDecompModule, loader: DataLoader, background_labels=(0,),
+                    num_slots: int | None = None, max_batches: int | None = None,
+                    progress: bool = False) -> dict:
+    """Per-image metrics over ``loader`` summarised to ``{name: mean, name_std, name_count, num_images}``."""
+    from .. import metrics as M
+
+    module.eval()
+    device = module.device
+    collected: dict[str, list[torch.Tensor]] = {}
+    iterator = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(loader, desc="evaluate", leave=False, total=max_batches or len(loader))
+    for i, batch in enumerate(iterator):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        out = module.model(batch["image"], num_slots or module.eval_num_slots)
+        for name, values in batch_metrics(batch, out, background_labels).items():
+            collected.setdefault(name, []).append(values.cpu())
+        if "num_objects" in batch and "num_objects" in out.extras:
+            collected.setdefault("_true_count", []).append(batch["num_objects"].cpu())
+            collected.setdefault("_pred_count", []).append(out.extras["num_objects"].cpu())
+    true_count = collected.pop("_true_count", None)
+    pred_count = collected.pop("_pred_count", None)
+    summary = M.summarize({k: torch.cat(v) for k, v in collected.items()})
+    if true_count is not None:
+        by_count = M.count_accuracy_by_count(torch.cat(true_count), torch.cat(pred_count))
+        summary["count_accuracy_by_count"] = {str(k): v for k, v in by_count.items()}
+    return summary
+
+
+def evaluate(path: str | os.PathLike, split: str = "test", num_slots: int | None = None,
+             batch_size: int | None = None, out: str | os.PathLike | None = None, progress: bool = True) -> dict:
+    """Evaluate a run directory or checkpoint on ``split``; write and return the metrics."""
+    run_dir, ckpt, cfg = find_run(path)
+    if num_slots is not None and num_slots < 2:
+        raise RunError(f"--num-slots: K must be at least 2, got {num_slots}")
+    if batch_size is not None:
+        cfg.data.eval_batch_size = batch_size
+    dataset = open_split(cfg, split)
+    module = load_module(ckpt, cfg)
+    if num_slots is not None and getattr(module.model.attention, "recurrent", True) is False \
+            and num_slots != cfg.model.num_slots:
+        raise RunError(f"--num-slots {num_slots}: this attention network was trained with a fixed "
+                       f"K={cfg.model.num_slots}")
+    start = time.perf_counter()
+    metrics = evaluate_module(module, make_loader(cfg, dataset, train=False),
+                              getattr(dataset, "background_labels", (0,)), num_slots, progress=progress)
+    metrics.update({"split": split, "checkpoint": str(ckpt), "num_slots": num_slots or cfg.model.eval_num_slots
+                    or cfg.model.num_slots, "eval_seconds": round(time.perf_counter() - start, 2)})
+    target = Path(out) if out else run_dir / ("metrics.json" if split == "test" else f"metrics_{split}.json")
+    previous = json.loads(target.read_text()) if target.is_file() else {}
+    for key in ("train_seconds", "train_steps"):  # keep what training recorded
+        if key in previous:
+            metrics[key] = previous[key]
+    write_json(target, metrics)
+    metrics["_path"] = str(target)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------- visualize
+def visualize(path: str | os.PathLike, out_dir: str | os.PathLike, split: str = "test", num_images: int = 8,
+              num_slots: int | None = None) -> list[Path]:
+    """Write decomposition figures (and AIR box figures) for the first images of ``split``."""
+    from ..viz.figures import boxes_figure, decomposition_figure, save_figure
+
+    run_dir, ckpt, cfg = find_run(path)
+    dataset = open_split(cfg, split)
+    module = load_module(ckpt, cfg)
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"{out_dir}: cannot create output directory ({err.strerror})") from None
+    if not os.access(out_dir, os.W_OK):
+        raise RunError(f"{out_dir}: output directory is not writable")
+    n = min(num_images, len(dataset))
+    images = torch.stack([dataset[i]["image"] for i in range(n)])
+    with torch.no_grad():
+        result = module.model(images, num_slots or module.eval_num_slots).detach()
+    written = []
+    for start in range(0, n, 4):
+        sl = slice(start, start + 4)
+        sub = type(result)(result.loss, {}, result.log_masks[sl], result.slot_recons[sl], result.recon[sl],
+                           result.latents[sl], {k: v[sl] for k, v in result.extras.items()})
+        written.append(save_figure(decomposition_figure(images[sl], sub), out_dir / f"decomposition_{start // 4}.png"))
+    if "boxes" in result.extras:
+        written.append(save_figure(boxes_figure(images, result, result.extras["boxes"]), out_dir / "boxes.png"))
+    return written
+
+
+# ----------------------------------------------------------------------------------------------- train
+def train(cfg: RunConfig, overwrite: bool = False, resume: bool = False, quiet: bool = False) -> dict:
+    """Train ``cfg`` to its step or time budget, then evaluate on the test split and draw figures.
+
+    Returns the test metrics (also written to ``metrics.json``).
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from ..viz.figures import curve_figure, save_figure
+
+    run_dir = prepare_run_dir(cfg, overwrite, resume)
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    # open everything that can fail before the run directory is touched
+    train_set, val_set = open_split(cfg, "train"), open_split(cfg, "val")
+    in_channels, image_size = _image_shape(train_set, f"{cfg.data.name} train")
+    background = tuple(getattr(train_set, "background_labels", (0,)))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    try:
+        module = SceneDecompModule.from_config(cfg, in_channels, image_size, background)
+    except ValueError as err:
+        raise ConfigError(f"model: {err}") from None
+
+    if overwrite and run_dir.is_dir() and not resume:
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    write_json(run_dir / "env.json", environment(cfg))
+    if not resume:
+        (run_dir / "history.jsonl").unlink(missing_ok=True)
+
+    from .callbacks import DecompositionImageCallback, HistoryCallback
+
+    t = cfg.trainer
+    fixed_images = torch.stack([val_set[i]["image"] for i in range(min(4, len(val_set)))])
+    callbacks = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
+                        every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=-1, save_last=True),
+        HistoryCallback(run_dir / "history.jsonl"),
+        DecompositionImageCallback(fixed_images, t.image_log_every_n_steps),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        max_steps=t.max_steps,
+        max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
+        max_epochs=-1,
+        val_check_interval=t.val_every_n_steps,
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.val_batches if t.val_batches else 1.0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps,
+        precision=t.precision,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        gradient_clip_val=cfg.optim.grad_clip_norm,
+        logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
+        callbacks=callbacks,
+        enable_progress_bar=t.progress_bar and not quiet,
+        enable_model_summary=not quiet,
+        deterministic=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, make_loader(cfg, train_set, True), make_loader(cfg, val_set, False),
+                ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if resume else None)
+    train_seconds = time.perf_counter() - start
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    if not trainer.is_global_zero:
+        return {}
+    write_json(run_dir / "metrics.json", {"train_seconds": round(train_seconds, 1),
+                                          "train_steps": trainer.global_step})
+    metrics = evaluate(run_dir, "test", progress=not quiet)
+    visualize(run_dir, run_dir / "figures", split="test", num_images=8)
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
+    if history:
+        save_figure(curve_figure(history), run_dir / "figures" / "validation_curve.png")
+    return metrics

@@ -1,0 +1,122 @@
+"""Figures: decompositions, training curves, AIR boxes. All return matplotlib figures (Agg backend)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ..models.output import ModelOutput  # noqa: E402
+
+PALETTE = np.array(plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors)
+
+
+def _to_rgb(image: torch.Tensor) -> np.ndarray:
+    """``[C,H,W]`` in [0,1] -> ``[H,W,3]`` numpy for imshow (grey images are repeated)."""
+    arr = image.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
+    return np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr[..., :3]
+
+
+def label_colours(labels: torch.Tensor) -> np.ndarray:
+    """``[H,W]`` integer label map -> ``[H,W,3]`` colours (slot k gets palette colour k)."""
+    return PALETTE[labels.cpu().numpy() % len(PALETTE)]
+
+
+def decomposition_figure(images: torch.Tensor, out: ModelOutput, max_images: int = 4) -> Figure:
+    """The MONet decomposition figure.
+
+    One row per image: input, reconstruction mixture, colour-coded argmax segmentation, then for each
+    slot its unmasked reconstruction and its masked reconstruction ``m_k * x_k`` (on white).
+    ``images [B,C,H,W]``; ``out`` holds ``log_masks [B,K,1,H,W]``, ``slot_recons``, ``recon``.
+    """
+    n = min(max_images, images.shape[0])
+    k = out.num_slots
+    masks = out.log_masks.exp()
+    labels = out.predicted_labels()
+    cols = 3 + 2 * k
+    fig, axes = plt.subplots(n, cols, figsize=(1.3 * cols, 1.4 * n + 0.3), squeeze=False)
+    for i in range(n):
+        panels = [("input", _to_rgb(images[i])), ("recon", _to_rgb(out.recon[i])),
+                  ("segmentation", label_colours(labels[i]))]
+        for s in range(k):
+            panels.append((f"slot {s}", _to_rgb(out.slot_recons[i, s])))
+        for s in range(k):
+            masked = masks[i, s] * out.slot_recons[i, s] + (1 - masks[i, s])
+            panels.append((f"masked {s}", _to_rgb(masked)))
+        for ax, (title, img) in zip(axes[i], panels):
+            ax.imshow(img, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=7)
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+def boxes_figure(images: torch.Tensor, out: ModelOutput, boxes: torch.Tensor, max_images: int = 8) -> Figure:
+    """AIR figure: input with one coloured box per present object and the inferred count, and the
+    reconstruction. ``boxes [B,N,4]`` as pixel ``(x0, y0, x1, y1)``; ``out.extras['z_pres'] [B,N]``."""
+    from matplotlib.patches import Rectangle
+
+    n = min(max_images, images.shape[0])
+    z_pres = out.extras["z_pres"]
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(_to_rgb(images[i]), interpolation="nearest")
+        axes[1, i].imshow(_to_rgb(out.recon[i]), interpolation="nearest")
+        count = int(z_pres[i].sum())
+        for step in range(boxes.shape[1]):
+            if z_pres[i, step] > 0.5:
+                x0, y0, x1, y1 = boxes[i, step].tolist()
+                for row in range(2):
+                    axes[row, i].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.5,
+                                                     edgecolor=PALETTE[step + 1]))
+        axes[0, i].set_title(f"count {count}", fontsize=8)
+        for row in range(2):
+            axes[row, i].set_xticks([])
+            axes[row, i].set_yticks([])
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("recon")
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+def curve_figure(history: list[dict], keys: tuple[str, ...] = ("fg_ari", "ari", "msc", "count_accuracy")) -> Figure:
+    """Validation metrics against training wall-clock minutes (from ``history.jsonl`` rows)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    minutes = [row["seconds"] / 60 for row in history]
+    for key in keys:
+        values = [row.get(key, np.nan) for row in history]
+        if not all(np.isnan(values)):
+            ax.plot(minutes, values, marker="o", ms=3, label=key)
+    ax.set_xlabel("training wall-clock (min)")
+    ax.set_ylabel("validation metric")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG atomically (temp file, then rename) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,55 @@
+"""Config loading: presets, overrides, and one-line refusals of bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from scenedecomp.training.config import ConfigError, list_presets, load_config
+
+
+def test_every_preset_loads():
+    names = list_presets()
+    assert "monet-demo" in names and "monet-multi-sprites" in names
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.model.name in ("monet", "air")
+
+
+def test_paper_preset_values():
+    cfg = load_config("monet-multi-sprites")
+    assert cfg.model.attention.channels == [32, 32, 64, 64, 64]
+    assert (cfg.model.loss.sigma_bg, cfg.model.loss.sigma_fg) == (0.09, 0.11)
+    assert (cfg.model.loss.beta, cfg.model.loss.gamma) == (0.5, 0.5)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.data.batch_size) == ("rmsprop", 1e-4, 64)
+
+
+def test_overrides_are_typed():
+    cfg = load_config("monet-demo", ["model.num_slots=6", "optim.lr=0.01", "model.attention.channels=[8,8]"])
+    assert cfg.model.num_slots == 6 and cfg.optim.lr == 0.01 and cfg.model.attention.channels == [8, 8]
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("model.num_slotz=4", "num_slotz"),
+    ("model.num_slots=four", "num_slots"),
+    ("model.num_slots=1", "at least 2"),
+    ("optim.name=sgd", "optimiser"),
+    ("nonsense", "dotted.key=value"),
+    ("model.loss.likelihood=both", "likelihood"),
+])
+def test_bad_overrides_are_refused_in_one_line(override, pattern):
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_config("monet-demo", [override])
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_preset_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config("no-such-preset")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {num_slots: [\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("model:\n  colour: red\n")
+    with pytest.raises(ConfigError, match="colour"):
+        load_config(unknown)

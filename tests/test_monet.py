@@ -1,0 +1,151 @@
+"""MONet: mask invariants, loss terms against direct computations, gradients, learning."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from scenedecomp.models import build_model
+from scenedecomp.models.attention import stick_breaking_log_masks
+from scenedecomp.models.monet import gaussian_kl, mask_kl, mixture_nll
+from scenedecomp.training.config import load_config
+
+TINY = ["model.attention.channels=[8,8,8]", "model.attention.mlp_hidden=[16]",
+        "model.component.encoder_channels=[8,8]", "model.component.encoder_hidden=16",
+        "model.component.decoder_channels=8", "model.latent_dim=4"]
+
+
+def tiny_monet(k: int = 3, size: int = 16, extra=()):
+    cfg = load_config(None, [*TINY, f"model.num_slots={k}", *extra])
+    torch.manual_seed(0)
+    return build_model(cfg.model, 3, size)
+
+
+def test_stick_breaking_sums_to_one_and_matches_recurrence():
+    logits = torch.randn(2, 4, 1, 5, 5) * 5
+    log_masks = stick_breaking_log_masks(logits)
+    assert log_masks.shape == (2, 5, 1, 5, 5)
+    torch.testing.assert_close(log_masks.exp().sum(1), torch.ones(2, 1, 5, 5))
+    # direct recurrence in probability space (fine at these magnitudes)
+    scope = torch.ones(2, 1, 5, 5)
+    for k in range(4):
+        alpha = torch.sigmoid(logits[:, k])
+        torch.testing.assert_close(log_masks[:, k].exp(), scope * alpha)
+        scope = scope * (1 - alpha)
+    torch.testing.assert_close(log_masks[:, 4].exp(), scope)
+
+
+@pytest.mark.parametrize("k", [2, 3, 6])
+def test_masks_sum_to_one_and_shapes(k):
+    model = tiny_monet(k=3)
+    image = torch.rand(2, 3, 16, 16)
+    out = model(image, num_slots=k)  # K at inference may differ from training
+    assert out.log_masks.shape == (2, k, 1, 16, 16)
+    assert out.slot_recons.shape == (2, k, 3, 16, 16)
+    assert out.recon.shape == (2, 3, 16, 16)
+    assert out.latents.shape == (2, k, 4)
+    torch.testing.assert_close(out.log_masks.exp().sum(1), torch.ones(2, 1, 16, 16))
+    assert out.predicted_labels().shape == (2, 16, 16)
+
+
+def test_masks_stay_exact_under_extreme_logits():
+    """Log-space scopes: no underflow to -inf/NaN when the attention saturates."""
+    model = tiny_monet(k=4)
+    with torch.no_grad():
+        model.attention.unet.head.bias.fill_(-80.0)  # every step passes (almost) all scope on
+    out = model(torch.rand(2, 3, 16, 16))
+    assert torch.isfinite(out.log_masks).all() and torch.isfinite(out.loss)
+    torch.testing.assert_close(out.log_masks.exp().sum(1), torch.ones(2, 1, 16, 16))
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_every_parameter_gets_a_gradient():
+    model = tiny_monet(k=3)
+    model(torch.rand(2, 3, 16, 16)).loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+def test_mixture_nll_matches_direct_computation():
+    torch.manual_seed(1)
+    b, k, c, h, w = 2, 3, 3, 4, 4
+    image = torch.rand(b, c, h, w, dtype=torch.float64)
+    log_masks = torch.log_softmax(torch.randn(b, k, 1, h, w, dtype=torch.float64), 1)
+    means = torch.rand(b, k, c, h, w, dtype=torch.float64)
+    sigmas = torch.tensor([0.09, 0.11, 0.11], dtype=torch.float64)
+    density = torch.stack([torch.distributions.Normal(means[:, j], sigmas[j]).log_prob(image).exp()
+                           for j in range(k)], 1)  # [B,K,C,H,W]
+    m = log_masks.exp()
+    per_pixel = -torch.log((m * density.prod(2, keepdim=True)).sum(1)).flatten(1).sum(1)
+    per_channel = -torch.log((m * density).sum(1)).flatten(1).sum(1)
+    torch.testing.assert_close(mixture_nll(image, log_masks, means, sigmas), per_pixel)
+    torch.testing.assert_close(mixture_nll(image, log_masks, means, sigmas, per_channel=True), per_channel)
+
+
+def test_mixture_nll_does_not_underflow():
+    image = torch.zeros(1, 3, 2, 2)
+    means = torch.ones(1, 2, 3, 2, 2)  # every pixel 1.0 away from both means: density ~ exp(-150)
+    log_masks = torch.log(torch.full((1, 2, 1, 2, 2), 0.5))
+    nll = mixture_nll(image, log_masks, means, torch.tensor([0.05, 0.05]))
+    assert torch.isfinite(nll).all()
+    expected = 4 * (3 * (0.5 / 0.05**2 + math.log(0.05) + 0.5 * math.log(2 * math.pi)))
+    assert nll.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_kl_terms_match_torch_distributions():
+    mean, logvar = torch.randn(5, 4), torch.randn(5, 4)
+    q = torch.distributions.Normal(mean, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(torch.zeros(5, 4), torch.ones(5, 4))
+    torch.testing.assert_close(gaussian_kl(mean, logvar), torch.distributions.kl_divergence(q, p))
+    log_m = torch.log_softmax(torch.randn(2, 4, 1, 3, 3), 1)
+    logits = torch.randn(2, 4, 1, 3, 3)
+    direct = torch.distributions.kl_divergence(
+        torch.distributions.Categorical(logits=log_m.movedim(1, -1)),
+        torch.distributions.Categorical(logits=logits.movedim(1, -1))).flatten(1).sum(1)
+    torch.testing.assert_close(mask_kl(log_m, logits), direct)
+    assert mask_kl(log_m, log_m).abs().max() < 1e-5
+
+
+def test_broadcast_decoder_closed_form_equals_tiling():
+    model = tiny_monet(k=3)
+    decoder = model.component.decoder
+    z = torch.randn(6, 4)
+    torch.testing.assert_close(decoder(z), decoder.forward_tiled(z), atol=1e-5, rtol=1e-5)
+
+
+def test_loss_decreases_on_a_tiny_batch():
+    model = tiny_monet(k=3)
+    torch.manual_seed(0)
+    image = torch.rand(4, 3, 16, 16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        optimizer.zero_grad()
+        loss = model(image).loss
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_eval_mode_is_deterministic_and_uses_latent_means():
+    model = tiny_monet(k=3).eval()
+    image = torch.rand(2, 3, 16, 16)
+    a, b = model(image), model(image)
+    torch.testing.assert_close(a.loss, b.loss)
+    torch.testing.assert_close(a.recon, b.recon)
+
+
+def test_per_channel_option_changes_the_likelihood():
+    image = torch.rand(2, 3, 16, 16)
+    pixel = tiny_monet(k=3).eval()(image).loss_terms["nll"]
+    channel = tiny_monet(k=3, extra=["model.loss.likelihood=per_channel"]).eval()(image).loss_terms["nll"]
+    assert torch.isfinite(pixel) and torch.isfinite(channel) and not torch.isclose(pixel, channel)
+
+
+def test_unet_depth_must_fit_the_image():
+    with pytest.raises(ValueError, match="divisible"):
+        tiny_monet(k=3, size=20, extra=["model.attention.channels=[8,8,8,8]"])
