@@ -46,13 +46,29 @@ class ModelOutput:
         """``[B,K,1,H,W]`` masks in probability space."""
         return self.log_masks.exp()
 
-    def detach(self) -> ModelOutput:
+    def _map(self, fn, per_image=None) -> ModelOutput:
+        """Apply ``fn`` to every tensor (and ``per_image`` to the per-image tensors, if given)."""
+        img = per_image or fn
+
+        def apply(value, f):
+            return f(value) if torch.is_tensor(value) else value
+
         return ModelOutput(
-            loss=self.loss.detach(),
-            loss_terms={k: v.detach() for k, v in self.loss_terms.items()},
-            log_masks=self.log_masks.detach(),
-            slot_recons=self.slot_recons.detach(),
-            recon=self.recon.detach(),
-            latents=self.latents.detach(),
-            extras={k: v.detach() if torch.is_tensor(v) else v for k, v in self.extras.items()},
+            loss=fn(self.loss),
+            loss_terms={k: fn(v) for k, v in self.loss_terms.items()},
+            log_masks=img(self.log_masks),
+            slot_recons=img(self.slot_recons),
+            recon=img(self.recon),
+            latents=img(self.latents),
+            extras={k: apply(v, img) for k, v in self.extras.items()},
         )
+
+    def detach(self) -> ModelOutput:
+        return self._map(torch.Tensor.detach)
+
+    def cpu(self) -> ModelOutput:
+        return self._map(lambda t: t.detach().cpu())
+
+    def select(self, index) -> ModelOutput:
+        """The outputs of the images ``index`` (a slice or index tensor) of the batch; losses unchanged."""
+        return self._map(lambda t: t, lambda t: t[index])

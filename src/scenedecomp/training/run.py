@@ -141,8 +141,14 @@ def prepare_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> Path:
     if exists and overwrite and not (run_dir / "config.yaml").is_file():
         raise RunError(f"{run_dir}: refusing to overwrite a directory that is not a scenedecomp run")
     probe_dir = run_dir if run_dir.is_dir() else _first_existing_parent(run_dir)
-    if not os.access(probe_dir, os.W_OK | os.X_OK):
-        raise RunError(f"{run_dir}: run directory is not writable ({probe_dir} is read-only)")
+    if not probe_dir.is_dir():
+        raise RunError(f"{run_dir}: cannot create the run directory ({probe_dir} is not a directory)")
+    try:  # a real write probe: permission bits say nothing for root or read-only file systems
+        fd, probe = tempfile.mkstemp(prefix=".scenedecomp-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise RunError(f"{run_dir}: run directory is not writable ({probe_dir}: {err.strerror})") from None
     return run_dir
 
 
@@ -294,9 +300,8 @@ def visualize(path: str | os.PathLike, out_dir: str | os.PathLike, split: str = 
     written = []
     for start in range(0, n, 4):
         sl = slice(start, start + 4)
-        sub = type(result)(result.loss, {}, result.log_masks[sl], result.slot_recons[sl], result.recon[sl],
-                           result.latents[sl], {k: v[sl] for k, v in result.extras.items()})
-        written.append(save_figure(decomposition_figure(images[sl], sub), out_dir / f"decomposition_{start // 4}.png"))
+        figure = decomposition_figure(images[sl], result.select(sl))
+        written.append(save_figure(figure, out_dir / f"decomposition_{start // 4}.png"))
     if "boxes" in result.extras:
         written.append(save_figure(boxes_figure(images, result, result.extras["boxes"]), out_dir / "boxes.png"))
     return written

@@ -1,0 +1,110 @@
+"""End to end through the `scenedecomp` command: train -> evaluate -> visualize, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scenedecomp.cli import main
+
+TINY = ["data.image_size=16", "data.num_train=48", "data.num_val=16", "data.num_test=24", "data.batch_size=8",
+        "model.num_slots=3", "model.latent_dim=4", "model.attention.channels=[8,8,8]",
+        "model.attention.mlp_hidden=[16]", "model.component.encoder_channels=[8,8]",
+        "model.component.encoder_hidden=16", "model.component.decoder_channels=8", "trainer.max_steps=4",
+        "trainer.val_every_n_steps=2", "trainer.checkpoint_every_n_steps=2", "trainer.image_log_every_n_steps=2",
+        "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCENEDECOMP_CACHE", str(tmp_path / "cache"))
+
+
+def _train(tmp_path, *extra, name="tiny"):
+    return main(["train", "--config", "monet-demo", "--quiet", f"out_dir={tmp_path / 'runs'}", f"name={name}",
+                 *TINY, *extra])
+
+
+def test_train_evaluate_visualize(tmp_path, capsys):
+    assert _train(tmp_path) == 0
+    run = tmp_path / "runs" / "tiny"
+    for name in ("config.yaml", "env.json", "metrics.json", "history.jsonl", "checkpoints/last.ckpt",
+                 "figures/decomposition_0.png", "figures/validation_curve.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "checkpoints").glob("step*.ckpt")), "periodic checkpoints"
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    env = json.loads((run / "env.json").read_text())
+    assert {"torch", "lightning", "git_commit", "seed"} <= set(env)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("ari", "fg_ari", "msc", "sc", "mse", "num_images", "train_seconds"):
+        assert key in metrics, key
+    assert metrics["num_images"] == 24 and 0 <= metrics["fg_ari"] <= 1
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in history] == [2, 4] and "fg_ari" in history[0]
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["num_slots"] == 3
+
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--split", "val", "--json", "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["split"] == "val" and printed["num_images"] == 16
+    assert (run / "metrics_val.json").is_file()
+    # a different K at inference with the recurrent attention
+    assert main(["evaluate", str(run / "checkpoints" / "last.ckpt"), "--num-slots", "5",
+                 "--out", str(tmp_path / "k5.json"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "k5.json").read_text())["num_slots"] == 5
+
+    assert main(["visualize", str(run), "--out", str(tmp_path / "figs"), "--num-images", "5"]) == 0
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["decomposition_0.png", "decomposition_1.png"]
+
+    # the same name again is refused unless asked to overwrite
+    assert _train(tmp_path) == 2
+    assert "already exists" in capsys.readouterr().err
+
+    # a checkpoint that does not match the run's config
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"]["latent_dim"] = 6
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["evaluate", str(run)]) == 2
+    assert "does not match" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--config", "no-such-preset"], "unknown preset"),
+    (["train", "--config", "monet-demo", "model.num_slots=1"], "at least 2"),
+    (["train", "--config", "monet-demo", "model.numslots=3"], "numslots"),
+    (["train", "--config", "monet-demo", "optim.lr=fast"], "optim.lr"),
+    (["train", "--config", "monet-demo", "data.name=no_such_data"], "unknown dataset"),
+    (["evaluate", "/no/such/run"], "no such run"),
+    (["visualize", "/no/such/run", "--out", "x"], "no such run"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
+    code = main([*args, f"out_dir={tmp_path / 'runs'}"] if args[0] == "train" else args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unwritable_run_directory(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["train", "--config", "monet-demo", f"out_dir={blocker}/runs"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["visualize"], ["benchmark", "step"], ["presets"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0 and "usage: scenedecomp" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).with_name("scenedecomp")
+    result = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("scenedecomp ")
