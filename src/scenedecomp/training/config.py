@@ -77,6 +77,13 @@ class AirConfig:
     z_where_prior_scale_sd: float = 0.2
     baseline_hidden: int = 256
     baseline_lr: float = 1e-3
+    baseline_pool: int = 2  # the baseline reads the image average-pooled by this factor
+    baseline_normalize: bool = True  # NVIL-style running centring/scaling of the baseline's target
+    z_pres_init: float = 0.9  # initial p_pres of the first step
+    z_pres_init_later: float | None = 0.2  # initial p_pres of later steps (None: same as z_pres_init)
+    composition: str = "additive"  # additive (paper) | alpha (decoded alpha, step-ordered compositing)
+    background: str = "none"  # none (black) | color (one predicted colour per image)
+    mask_background: float = 0.1  # additive composition: background weight of the derived masks
 
 
 @dataclass
