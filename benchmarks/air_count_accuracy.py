@@ -10,9 +10,10 @@ over ``--num-eval`` test scenes (digit instances never seen in training). Evalua
 in the training budget. Any AIR preset whose dataset is a generated one works (``--config
 air-multi-sprites`` trains on ``multi_sprites`` the same way).
 
-Writes JSON: the configuration, ``curve`` (list of ``{step, train_seconds, count_accuracy,
-accuracy_by_count, elbo, mean_count}``), ``steps_per_second``, the final accuracy on the whole
-``--num-final`` test scenes, and the time to the first evaluation at >= 95% / >= 98%.
+Writes JSON (and, with ``--out``, a PNG of accuracy vs wall-clock beside it): the configuration,
+``curve`` (list of ``{step, train_seconds, count_accuracy, accuracy_by_count, elbo, mean_count}``),
+``steps_per_second``, the final accuracy on the whole ``--num-final`` test scenes, and the time to the
+first evaluation at >= 95% / >= 98%.
 """
 
 from __future__ import annotations
@@ -74,6 +75,27 @@ def lr_factor(cfg, step: int) -> float:
     if opt.schedule == "exponential":
         return warm * opt.decay_rate ** (step / opt.decay_steps)
     return warm
+
+
+def plot_curve(curve: list[dict], path: Path, title: str) -> None:
+    """Held-out count accuracy (overall and per true count) against training wall-clock minutes."""
+    import matplotlib.pyplot as plt
+
+    from scenedecomp.viz.figures import save_figure
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    minutes = [p["train_seconds"] / 60 for p in curve]
+    ax.plot(minutes, [p["count_accuracy"] for p in curve], marker="o", ms=3, label="all", color="k")
+    for count in sorted({k for p in curve for k in p["accuracy_by_count"]}):
+        ax.plot(minutes, [p["accuracy_by_count"].get(count, float("nan")) for p in curve], lw=1,
+                label=f"{count} digit{'s' if count != '1' else ''}")
+    for level in (0.95, 0.98):
+        ax.axhline(level, color="grey", lw=0.6, ls="--")
+    ax.set(xlabel="training wall-clock (min)", ylabel="held-out count accuracy", ylim=(0, 1.01), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
+        plot_curve(curve, args.out.with_suffix(".png"), f"AIR {args.config}, seed {args.seed}")
     return 0 if math.isfinite(final["elbo"]) else 1
 
 

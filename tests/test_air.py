@@ -15,6 +15,7 @@ from scenedecomp.models.air import (
     geometric_step_probs,
     learning_signal,
     paste,
+    window_boxes,
 )
 from scenedecomp.training.config import AirConfig, ConfigError, ModelConfig, load_config
 
@@ -75,6 +76,21 @@ def test_round_trip_off_lattice_smooth_patch():
     z_where = torch.tensor([[2.3, 0.17, -0.31]])
     again = crop(paste(patch, z_where, 50), z_where, 16)
     assert (again - patch)[..., 2:-2, 2:-2].abs().max() < 0.05
+
+
+def test_window_boxes_enclose_exactly_the_pasted_pixels():
+    patch = torch.ones(2, 1, 10, 10)
+    z_where = torch.tensor([[2.0, 0.4, -0.6], [2.5, -0.2, 0.2]])
+    canvas = paste(patch, z_where, 20)
+    boxes = window_boxes(z_where, 20, 20)
+    # the first window is rows 8..17, columns 3..12 (see above): box (3, 8, 13, 18) in pixel edges
+    torch.testing.assert_close(boxes[0], torch.tensor([3.0, 8.0, 13.0, 18.0]))
+    for b in range(2):
+        x0, y0, x1, y1 = boxes[b].tolist()
+        rows, cols = torch.nonzero(canvas[b, 0] > 0.5, as_tuple=True)
+        assert x0 - 0.5 <= cols.min() and cols.max() + 1 <= x1 + 0.5
+        assert y0 - 0.5 <= rows.min() and rows.max() + 1 <= y1 + 0.5
+        assert (x1 - x0) == pytest.approx(20 / z_where[b, 0].item())
 
 
 # --- model behaviour ----------------------------------------------------------------------------------

@@ -149,3 +149,19 @@ def test_per_channel_option_changes_the_likelihood():
 def test_unet_depth_must_fit_the_image():
     with pytest.raises(ValueError, match="divisible"):
         tiny_monet(k=3, size=20, extra=["model.attention.channels=[8,8,8,8]"])
+
+
+def test_beta_warmup_scales_kl_z_while_training_only():
+    model = tiny_monet(k=3, extra=["model.loss.beta_warmup_steps=100", "model.loss.beta=0.5"])
+    image = torch.rand(2, 3, 16, 16)
+    for step, expected_beta in [(0, 0.0), (50, 0.25), (100, 0.5), (500, 0.5)]:
+        model.set_step(step)
+        assert model.beta() == pytest.approx(expected_beta)
+        torch.manual_seed(0)
+        out = model(image)
+        terms = out.loss_terms
+        torch.testing.assert_close(
+            out.loss, terms["nll"] + expected_beta * terms["kl_z"] + 0.5 * terms["kl_mask"])
+    model.set_step(0)
+    model.eval()
+    assert model.beta() == 0.5  # evaluation reports the paper's objective

@@ -110,12 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_benchmark_commands
 
     add_benchmark_commands(sub)
-    try:
-        from .data.commands import add_data_commands
-    except ModuleNotFoundError:
-        pass
-    else:
-        add_data_commands(sub)
+    from .data.commands import add_data_commands
+
+    add_data_commands(sub)
     return parser
 
 

@@ -41,14 +41,7 @@ def available_datasets() -> list[str]:
 
 def _load_builtin() -> None:
     # Importing the modules registers their datasets.
-    from . import sprites  # noqa: F401
-
-    for optional in ("multi_mnist", "hdf5", "image_folder"):
-        try:
-            __import__(f"{__name__}.{optional}")
-        except ModuleNotFoundError as err:  # module not written yet
-            if err.name != f"{__name__}.{optional}":
-                raise
+    from . import hdf5, image_folder, multi_mnist, sprites  # noqa: F401
 
 
 def open_dataset(name_or_path: str | os.PathLike, split: str = "train", **options) -> Dataset:
@@ -65,9 +58,9 @@ def open_dataset(name_or_path: str | os.PathLike, split: str = "train", **option
     if key in _REGISTRY:
         return _REGISTRY[key](split=split, **options)
     path = Path(key).expanduser()
-    if path.suffix in (".h5", ".hdf5") and "hdf5" in _REGISTRY:
+    if path.suffix in (".h5", ".hdf5"):
         return _REGISTRY["hdf5"](path=path, split=split, **options)
-    if path.is_dir() and "image_folder" in _REGISTRY:
+    if path.is_dir():
         return _REGISTRY["image_folder"](path=path, split=split, **options)
     if path.suffix or os.sep in key:
         raise DatasetError(f"{key}: no such dataset file or directory")

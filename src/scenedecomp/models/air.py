@@ -150,6 +150,19 @@ def paste(patch: Tensor, z_where: Tensor, size: int | tuple[int, int]) -> Tensor
     return F.grid_sample(patch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def window_boxes(z_where: Tensor, height: int, width: int) -> Tensor:
+    """Pixel boxes ``[..., 4] = (x0, y0, x1, y1)`` of the windows of ``z_where [..., 3] = (s, x, y)``.
+
+    :func:`paste` puts the patch where ``s*c + (x, y)`` lies in ``[-1, 1]``, i.e. canvas coordinates
+    ``c`` in ``[(-1 - x)/s, (1 - x)/s]`` (columns; rows likewise with ``y``); pixel ``p = (c + 1) * W / 2``
+    (``align_corners=False``).
+    """
+    s, x, y = z_where.unbind(-1)
+    x0, x1 = ((-1 - x) / s + 1) * width / 2, ((1 - x) / s + 1) * width / 2
+    y0, y1 = ((-1 - y) / s + 1) * height / 2, ((1 - y) / s + 1) * height / 2
+    return torch.stack([x0, y0, x1, y1], dim=-1)
+
+
 # --- loss helpers -------------------------------------------------------------------------------------
 def learning_signal(nll: Tensor, kl_steps: Tensor) -> Tensor:
     """``signal[b, t] = nll[b] + sum_{s >= t} kl_steps[b, s]`` via a reverse cumulative sum.
@@ -495,6 +508,7 @@ class AIR(nn.Module):
             latents=latents,
             extras={"z_pres": z_pres, "z_where": z_where, "z_what": z_what, "p_pres": torch.sigmoid(logits),
                     "num_objects": z_pres.sum(1), "learning_signal": signal,
+                    "boxes": window_boxes(z_where.detach(), h, w),
                     "baseline": (centre + scale * b_hat).detach()},
         )
 

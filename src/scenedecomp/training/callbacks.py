@@ -37,7 +37,8 @@ class HistoryCallback(L.Callback):
 
 
 class DecompositionImageCallback(L.Callback):
-    """Every ``every_n_steps`` training steps, logs a decomposition figure of a fixed batch to TensorBoard."""
+    """Every ``every_n_steps`` training steps, logs a decomposition figure of a fixed batch to TensorBoard
+    (and, for models that report ``boxes``, the AIR box figure)."""
 
     def __init__(self, images: torch.Tensor, every_n_steps: int):
         self.images = images
@@ -50,11 +51,14 @@ class DecompositionImageCallback(L.Callback):
         experiment = getattr(trainer.logger, "experiment", None)
         if experiment is None or not hasattr(experiment, "add_figure"):
             return
-        from ..viz.figures import decomposition_figure
+        from ..viz.figures import boxes_figure, decomposition_figure
 
         was_training = pl_module.model.training
         pl_module.model.eval()
         with torch.no_grad():
             out = pl_module.model(self.images.to(pl_module.device), pl_module.eval_num_slots)
         pl_module.model.train(was_training)
-        experiment.add_figure("decomposition", decomposition_figure(self.images, out.detach().cpu()), step)
+        out = out.detach().cpu()
+        experiment.add_figure("decomposition", decomposition_figure(self.images, out), step)
+        if "boxes" in out.extras:  # AIR: one box per present object and the inferred count
+            experiment.add_figure("boxes", boxes_figure(self.images, out, out.extras["boxes"]), step)

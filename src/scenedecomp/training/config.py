@@ -57,6 +57,7 @@ class LossConfig:
     sigma_fg: float = 0.11
     beta: float = 0.5
     gamma: float = 0.5
+    beta_warmup_steps: int = 0  # beta rises linearly from 0 over these training steps (0: constant beta)
     likelihood: str = "per_pixel"  # per_pixel | per_channel (see models/monet.py)
 
 
@@ -221,6 +222,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"model.component.output_activation: unknown {m.component.output_activation!r}")
     if m.init not in ("torch_default", "trunc_normal_default", "trunc_normal_kaiming"):
         raise ConfigError(f"model.init: unknown {m.init!r}")
+    if m.loss.beta_warmup_steps < 0:
+        raise ConfigError(f"model.loss.beta_warmup_steps must be >= 0, got {m.loss.beta_warmup_steps}")
     if m.air.max_steps < 1:
         raise ConfigError(f"model.air.max_steps: N must be at least 1, got {m.air.max_steps}")
     if cfg.optim.name not in ("rmsprop", "adam", "adamw"):

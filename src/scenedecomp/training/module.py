@@ -86,6 +86,10 @@ class SceneDecompModule(L.LightningModule):
             if not math.isnan(value):
                 self.log(f"val/{name}", value, prog_bar=name in ("fg_ari", "count_accuracy"))
 
+    def _fused_ok(self) -> bool:
+        """Fused Adam needs float parameters on a CPU or CUDA device."""
+        return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in self.model.parameters())
+
     def configure_optimizers(self):
         opt_cfg = self.cfg.optim
         if hasattr(self.model, "parameter_groups"):
@@ -95,10 +99,9 @@ class SceneDecompModule(L.LightningModule):
         kwargs = {"lr": opt_cfg.lr, "weight_decay": opt_cfg.weight_decay}
         if opt_cfg.name == "rmsprop":
             optimizer = torch.optim.RMSprop(groups, **kwargs)
-        elif opt_cfg.name == "adam":
-            optimizer = torch.optim.Adam(groups, **kwargs)
-        else:
-            optimizer = torch.optim.AdamW(groups, **kwargs)
+        else:  # the fused Adam kernel (CPU and CUDA) is several times faster than the per-tensor loop
+            adam = torch.optim.Adam if opt_cfg.name == "adam" else torch.optim.AdamW
+            optimizer = adam(groups, fused=self._fused_ok(), **kwargs)
         total = max(self.cfg.trainer.max_steps, 1)
 
         def factor(step: int) -> float:
