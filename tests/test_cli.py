@@ -73,12 +73,39 @@ def test_train_evaluate_visualize(tmp_path, capsys):
     assert "does not match" in capsys.readouterr().err
 
 
+AIR_TINY = ["data.num_train=64", "data.num_val=16", "data.num_test=30", "data.batch_size=16",
+            "data.eval_batch_size=16", "model.air.lstm_hidden=32", "model.air.patch_size=10",
+            "model.air.what_dim=6", "model.air.what_hidden=32", "model.air.baseline_hidden=16",
+            "trainer.max_steps=4", "trainer.val_every_n_steps=2", "trainer.checkpoint_every_n_steps=2",
+            "trainer.image_log_every_n_steps=2", "trainer.log_every_n_steps=1"]
+
+
+def test_air_train_evaluate_visualize_with_counts_and_boxes(tmp_path, capsys):
+    assert main(["train", "--config", "air-multi-mnist", "--quiet", f"out_dir={tmp_path / 'runs'}", "name=air",
+                 *AIR_TINY]) == 0
+    run = tmp_path / "runs" / "air"
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("count_accuracy", "count_accuracy_by_count", "fg_ari", "mse", "num_images"):
+        assert key in metrics, key
+    assert metrics["num_images"] == 30 and 0 <= metrics["count_accuracy"] <= 1
+    assert set(metrics["count_accuracy_by_count"]) <= {"0", "1", "2"}
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert "count_accuracy" in history[-1]
+    assert (run / "figures" / "boxes.png").is_file() and (run / "figures" / "validation_curve.png").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--quiet"]) == 0
+    assert "count acc" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "--config", "no-such-preset"], "unknown preset"),
     (["train", "--config", "monet-demo", "model.num_slots=1"], "at least 2"),
     (["train", "--config", "monet-demo", "model.numslots=3"], "numslots"),
     (["train", "--config", "monet-demo", "optim.lr=fast"], "optim.lr"),
     (["train", "--config", "monet-demo", "data.name=no_such_data"], "unknown dataset"),
+    (["train", "--config", "air-multi-mnist", "model.air.max_steps=0"], "at least 1"),
+    (["train", "--config", "air-multi-mnist", "data.image_size=20"], "smaller than the digit size"),
+    (["train", "--config", "air-multi-mnist", "data.options.mnist_path=/no/such/mnist"], "does not exist"),
     (["evaluate", "/no/such/run"], "no such run"),
     (["visualize", "/no/such/run", "--out", "x"], "no such run"),
 ])
