@@ -20,15 +20,6 @@ from scenedecomp.models.air import (
 from scenedecomp.training.config import AirConfig, ConfigError, ModelConfig, load_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and a shared, busy machine makes more threads much slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _cfg(**air) -> ModelConfig:
     base = {"max_steps": 3, "lstm_hidden": 32, "patch_size": 8, "what_dim": 6, "what_hidden": 32,
             "baseline_hidden": 16}

@@ -6,17 +6,8 @@ import argparse
 import json
 
 import pytest
-import torch
 
 from scenedecomp.bench.efficiency import add_efficiency_parser, run_efficiency
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_run_efficiency_tiny(tmp_path):

@@ -12,16 +12,6 @@ from scenedecomp.models import build_model
 from scenedecomp.models.init import initialize, scheme_bounds, truncated_std
 from scenedecomp.training.config import load_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads stall at every barrier."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # (layer, fan_in, fan_out) with the fans written out by hand (PyTorch's convention)
 LAYERS = [
     (lambda: nn.Linear(512, 2048), 512, 2048),

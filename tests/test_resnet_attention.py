@@ -21,15 +21,6 @@ from scenedecomp.models.resnet_attention import (
 from scenedecomp.training.config import AttentionConfig, load_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads stall at every barrier."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_attention(kind: str = "resnet_skip", norm: str = "stick_breaking", backbone: str = "resnet18",
                    image_size: int = 32, num_slots: int = 4, in_channels: int = 3,
                    pretrained: str | None = None) -> ResNetAttention:

@@ -1,0 +1,16 @@
+"""Shared test settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the tests' models are tiny, and on a shared 2-core machine two OpenMP threads
+    stall at every barrier."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
