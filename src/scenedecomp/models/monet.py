@@ -9,9 +9,10 @@ Loss per image (summed over pixels, averaged over the batch)::
 
 ``sigma_k`` is ``sigma_bg`` for the first slot (the background) and ``sigma_fg`` for the others.
 ``loss.beta_warmup_steps > 0`` (not in the paper; off by default) raises ``beta`` linearly from 0 to its
-value over that many training steps (KL annealing, Bowman et al. 2016): early on, the component VAE may
-use its latents freely, so object colours and shapes are reconstructed sooner, which is what the
-attention learns from. Evaluation always reports the loss at the full ``beta``.
+value over that many training steps (KL annealing, Bowman et al. 2016), letting the component VAE use
+its latents freely early on. Evaluation always reports the loss at the full ``beta``. (On the CPU demo
+it did not speed up learning: FG-ARI 0.36 after 493 steps with a 1000-step warm-up, 0.41 after 500
+without.) The current weight is a buffer, so a compiled model is not recompiled as it changes.
 
 Likelihood choice (``loss.likelihood``):
 
@@ -94,18 +95,18 @@ class MONet(nn.Module):
         self.attention = build_attention(cfg.attention, in_channels, image_size, cfg.num_slots)
         self.component = ComponentVAE(cfg.component, in_channels, image_size, cfg.latent_dim)
         self.per_channel = cfg.loss.likelihood == "per_channel"
-        self._step = 0
+        self.register_buffer("train_beta", torch.tensor(self.beta_at(0)), persistent=False)
+
+    def beta_at(self, step: int) -> float:
+        """The training KL(z) weight at ``step``: ``loss.beta``, scaled by the warm-up."""
+        loss_cfg = self.cfg.loss
+        if loss_cfg.beta_warmup_steps <= 0:
+            return loss_cfg.beta
+        return loss_cfg.beta * min(1.0, step / loss_cfg.beta_warmup_steps)
 
     def set_step(self, step: int) -> None:
         """Global training step (for the ``beta`` warm-up)."""
-        self._step = int(step)
-
-    def beta(self) -> float:
-        """The KL(z) weight now: ``loss.beta``, scaled by the warm-up while training."""
-        loss_cfg = self.cfg.loss
-        if not self.training or loss_cfg.beta_warmup_steps <= 0:
-            return loss_cfg.beta
-        return loss_cfg.beta * min(1.0, self._step / loss_cfg.beta_warmup_steps)
+        self.train_beta.fill_(self.beta_at(int(step)))
 
     def forward(self, image: Tensor, num_slots: int | None = None) -> ModelOutput:
         k = num_slots or self.num_slots
@@ -129,7 +130,8 @@ class MONet(nn.Module):
         nll = mixture_nll(image, log_masks, slot_means, sigmas, self.per_channel)
         kl_z = gaussian_kl(mean, logvar).view(b, -1).sum(1)
         kl_m = mask_kl(log_masks, mask_logits)
-        per_image = nll + self.beta() * kl_z + loss_cfg.gamma * kl_m
+        beta = self.train_beta if self.training else loss_cfg.beta
+        per_image = nll + beta * kl_z + loss_cfg.gamma * kl_m
 
         masks = log_masks.exp()
         return ModelOutput(
