@@ -88,7 +88,7 @@ def plot_curve(curve: list[dict], path: Path, title: str) -> None:
     ax.plot(minutes, [p["count_accuracy"] for p in curve], marker="o", ms=3, label="all", color="k")
     for count in sorted({k for p in curve for k in p["accuracy_by_count"]}):
         ax.plot(minutes, [p["accuracy_by_count"].get(count, float("nan")) for p in curve], lw=1,
-                label=f"{count} digit{'s' if count != '1' else ''}")
+                label=f"{count} digit{'' if str(count) == '1' else 's'}")
     for level in (0.95, 0.98):
         ax.axhline(level, color="grey", lw=0.6, ls="--")
     ax.set(xlabel="training wall-clock (min)", ylabel="held-out count accuracy", ylim=(0, 1.01), title=title)
