@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from scenedecomp.cli import main
@@ -37,6 +38,8 @@ def test_train_evaluate_visualize(tmp_path, capsys):
                  "figures/decomposition_0.png", "figures/validation_curve.png"):
         assert (run / name).is_file(), name
     assert list((run / "checkpoints").glob("step*.ckpt")), "periodic checkpoints"
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert state and all(key.startswith("model.") for key in state), "weights stored once, under model."
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     env = json.loads((run / "env.json").read_text())
     assert {"torch", "lightning", "git_commit", "seed"} <= set(env)

@@ -40,7 +40,7 @@ class SceneDecompModule(L.LightningModule):
         self.cfg: RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), config))
         self.background_labels = tuple(background_labels)
         self.model = build_model(self.cfg.model, in_channels, image_size)
-        self._forward = self.model
+        self._compiled = False
         self._val_metrics: dict[str, list[torch.Tensor]] = {}
 
     @classmethod
@@ -48,15 +48,18 @@ class SceneDecompModule(L.LightningModule):
         return cls(asdict(cfg), in_channels, image_size, tuple(background_labels))
 
     def configure_model(self) -> None:
-        if self.cfg.trainer.compile and self._forward is self.model:
-            self._forward = torch.compile(self.model)
+        # nn.Module.compile compiles the model's __call__ in place: parameter names, and so checkpoints,
+        # stay the same as in eager mode (a torch.compile wrapper would add an ``_orig_mod`` prefix)
+        if self.cfg.trainer.compile and not self._compiled:
+            self.model.compile()
+            self._compiled = True
 
     @property
     def eval_num_slots(self) -> int | None:
         return self.cfg.model.eval_num_slots
 
     def forward(self, image: torch.Tensor, num_slots: int | None = None) -> ModelOutput:
-        return self._forward(image, num_slots)
+        return self.model(image, num_slots)
 
     def training_step(self, batch, batch_idx):
         if hasattr(self.model, "set_step"):
