@@ -38,7 +38,7 @@ def test_train_evaluate_visualize(tmp_path, capsys):
                  "figures/decomposition_0.png", "figures/validation_curve.png"):
         assert (run / name).is_file(), name
     assert list((run / "checkpoints").glob("step*.ckpt")), "periodic checkpoints"
-    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert state and all(key.startswith("model.") for key in state), "weights stored once, under model."
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     env = json.loads((run / "env.json").read_text())
@@ -74,6 +74,32 @@ def test_train_evaluate_visualize(tmp_path, capsys):
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["evaluate", str(run)]) == 2
     assert "does not match" in capsys.readouterr().err
+
+
+class _Payload:
+    """A pickle whose loading would create a marker file (the checkpoint attack)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_crafted_checkpoint_never_runs(tmp_path, capsys):
+    assert _train(tmp_path) == 0
+    run = tmp_path / "runs" / "tiny"
+    marker = tmp_path / "pwned"
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    state["hyper_parameters"]["payload"] = _Payload(marker)
+    torch.save(state, run / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    for args in (["evaluate", str(run)], ["visualize", str(run), "--out", str(tmp_path / "figs")],
+                 ["train", "--config", "monet-demo", f"out_dir={tmp_path / 'runs'}", "name=tiny", "--resume", *TINY]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert "refused without running them" in err and len(err.splitlines()) == 1, err
+        assert not marker.exists(), f"{args[0]} ran code from the checkpoint"
 
 
 AIR_TINY = ["data.num_train=64", "data.num_val=16", "data.num_test=30", "data.batch_size=16",

@@ -122,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     from .training.run import RunError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `train --config X a=b --resume c=d`: overrides may come before and after the flags
+    if getattr(args, "overrides", None) is not None and extra and all("=" in e and not e.startswith("-")
+                                                                       for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except (ConfigError, DatasetError, BatchError, RunError, FileNotFoundError) as err:

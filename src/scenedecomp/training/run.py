@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import platform
 import shutil
 import subprocess
@@ -138,6 +139,8 @@ def prepare_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> Path:
         raise RunError(f"{run_dir}: run directory already exists; pass --overwrite, --resume, or another name=")
     if resume and not (run_dir / "checkpoints" / "last.ckpt").is_file():
         raise RunError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+    if resume:  # refuse a crafted or foreign checkpoint before Lightning unpickles it
+        read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     if exists and overwrite and not (run_dir / "config.yaml").is_file():
         raise RunError(f"{run_dir}: refusing to overwrite a directory that is not a scenedecomp run")
     probe_dir = run_dir if run_dir.is_dir() else _first_existing_parent(run_dir)
@@ -173,11 +176,7 @@ def find_run(path: str | os.PathLike) -> tuple[Path, Path, RunConfig]:
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     else:
         raise RunError(f"{path}: no such run directory or checkpoint")
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:
-        raise RunError(f"{ckpt}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") \
-            from None
+    state = read_checkpoint(ckpt)
     stored = (state.get("hyper_parameters") or {}).get("config") if isinstance(state, dict) else None
     if stored is None:
         raise RunError(f"{ckpt}: not a scenedecomp checkpoint (no stored config)")
@@ -193,6 +192,23 @@ def find_run(path: str | os.PathLike) -> tuple[Path, Path, RunConfig]:
     return run_dir, ckpt, cfg
 
 
+def read_checkpoint(ckpt: Path) -> dict:
+    """Load a checkpoint file as plain data (``weights_only=True``: a pickle can never run code).
+
+    Anything that is not a readable dict of tensors and plain values is refused with one line.
+    """
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # UnpicklingError for crafted pickles, RuntimeError for other bytes
+        first = (str(err).strip().splitlines() or [""])[0]
+        if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in first:
+            first = "it holds objects other than tensors and plain values, refused without running them"
+        raise RunError(f"{ckpt}: not a readable checkpoint ({first[:200]})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise RunError(f"{ckpt}: not a scenedecomp checkpoint (no state_dict)")
+    return state
+
+
 def _config_from_dict(stored: dict) -> RunConfig:
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), stored))
     validate(cfg)
@@ -201,7 +217,7 @@ def _config_from_dict(stored: dict) -> RunConfig:
 
 def load_module(ckpt: Path, cfg: RunConfig) -> SceneDecompModule:
     """Load weights from ``ckpt`` into a module built from ``cfg``; refuse a mismatch in one line."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = read_checkpoint(ckpt)
     hp = state.get("hyper_parameters", {})
     module = SceneDecompModule(asdict(cfg), hp.get("in_channels", 3), hp.get("image_size", cfg.data.image_size),
                                tuple(hp.get("background_labels", (0,))))
@@ -374,9 +390,9 @@ def train(cfg: RunConfig, overwrite: bool = False, resume: bool = False, quiet: 
     )
     start = time.perf_counter()
     trainer.fit(module, make_loader(cfg, train_set, True), make_loader(cfg, val_set, False),
-                ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if resume else None)
+                ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if resume else None, weights_only=True)
     train_seconds = time.perf_counter() - start
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # full state, for --resume
     if not trainer.is_global_zero:
         return {}
     write_json(run_dir / "metrics.json", {"train_seconds": round(train_seconds, 1),
