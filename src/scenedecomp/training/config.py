@@ -1,7 +1,8 @@
 """Run configuration: typed dataclasses, YAML presets and dotted ``key=value`` overrides.
 
-A preset is a YAML file in ``configs/`` (or any path). It is merged onto the typed schema below, so an
-unknown key or a value of the wrong type is refused with one line naming the key.
+A preset is a YAML file in the package's ``configs/`` folder (``src/scenedecomp/configs``, shipped in the
+wheel) or any path. It is merged onto the typed schema below, so an unknown key or a value of the wrong
+type is refused with one line naming the key.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class RunConfig:
     notes: str = ""  # free text: deviations from the paper, provenance
 
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # packaged: src/scenedecomp/configs/*.yaml
 
 
 def preset_path(name_or_path: str | Path) -> Path:
@@ -153,10 +154,9 @@ def preset_path(name_or_path: str | Path) -> Path:
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
         return path
-    for folder in (CONFIG_DIR, Path(__file__).resolve().parents[1] / "configs"):
-        candidate = folder / f"{name_or_path}.yaml"
-        if candidate.is_file():
-            return candidate
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
     known = ", ".join(list_presets())
     raise ConfigError(f"unknown preset {str(name_or_path)!r}; known presets: {known}")
 
