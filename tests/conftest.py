@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+pytest_plugins = ["tiny_runs"]  # session-wide tiny MONet/AIR runs: the `monet_run` and `air_run` fixtures
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

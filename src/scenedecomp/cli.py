@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the YAML presets")
     p.set_defaults(func=_cmd_presets)
 
+    from .decomposition import add_decompose_parser
+
+    add_decompose_parser(sub)
+
     from .bench import add_benchmark_commands
 
     add_benchmark_commands(sub)

@@ -1,0 +1,582 @@
+"""Apply a trained model to your own images: ``scenedecomp decompose`` and :func:`decompose`.
+
+For every input image the command writes, under ``OUT/<name>/`` (``<name>`` = the file's stem, made
+unique with ``-2``, ``-3``, ... when two inputs share a stem):
+
+- ``input.png``: the image as the model saw it (RGB/grey, at the model's size);
+- ``segmentation.png``: an indexed (palette) PNG, pixel value = the argmax slot;
+- ``overlay.png``: the input blended with the slot colours of the segmentation;
+- ``slot_<k>.png``: slot ``k``'s component as RGBA, colour = the slot's reconstruction (unmasked mean),
+  alpha = the slot's mask ``m_k``;
+- ``reconstruction.png``: the reconstruction mixture ``sum_k m_k x_k``;
+- ``decomposition.json``: the source path and size, what was converted, and per slot the latent mean
+  and log-variance (``ModelOutput.latents`` and ``extras["latent_logvar"]``; ``null`` for models that do
+  not report a log-variance, e.g. AIR), the mask area (pixels of the argmax segmentation and the soft
+  sum of ``m_k``), bounding box ``[x0, y0, x1, y1]`` (pixels, ``x1``/``y1`` exclusive; ``null`` for an
+  empty slot) and centroid ``[x, y]`` (mean column and row index of the slot's pixels), plus AIR's
+  ``z_pres``, ``p_pres`` and ``z_where`` ``(s, x, y)`` per step (slot ``k`` = step ``k - 1``).
+
+and one ``OUT/decompositions.npz`` with all images (arrays listed in :class:`Decomposition`).
+
+Conversion: images of another size are centre-cropped to a square (when not square) and resized
+(bilinear, antialiased) to the model's size; grey, palette, 16-bit and CMYK images are converted to RGB
+(or to grey for a one-channel model); an alpha channel is composited over white. Unreadable files are
+reported (one line each), skipped and counted. Every output file is written atomically (temporary file
+in the same folder, then rename).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+AIR_KEYS = ("z_pres", "p_pres", "z_where")
+
+
+class DecomposeError(ValueError):
+    """Bad input to :func:`decompose` (one-line message naming the file and the problem)."""
+
+
+@dataclass
+class Decomposition:
+    """What :func:`decompose` returns (all tensors on the CPU).
+
+    Shapes: ``N`` images, ``K`` slots, ``C`` channels, ``H``/``W`` the model's image size, ``D`` latent size.
+
+    Attributes:
+        images: ``[N,C,H,W]`` the inputs as the model saw them, in [0, 1].
+        log_masks: ``[N,K,1,H,W]`` log masks (``exp`` sums to 1 over ``K``).
+        labels: ``[N,H,W]`` int64 argmax segmentation.
+        slot_recons: ``[N,K,C,H,W]`` per-slot reconstructions (unmasked means).
+        recon: ``[N,C,H,W]`` the reconstruction mixture.
+        latent_mean: ``[N,K,D]`` per-slot latent means (``ModelOutput.latents``).
+        latent_logvar: ``[N,K,D]`` per-slot latent log-variances, or ``None`` when the model has none.
+        area: ``[N,K]`` int64 pixels of each slot in ``labels``; ``soft_area`` ``[N,K]`` float sum of ``m_k``.
+        bbox: ``[N,K,4]`` float ``(x0, y0, x1, y1)`` of each slot's pixels (NaN for an empty slot).
+        centroid: ``[N,K,2]`` float ``(x, y)`` mean column/row of each slot's pixels (NaN when empty).
+        extras: AIR's ``z_pres [N,S]``, ``p_pres [N,S]``, ``z_where [N,S,3]`` (``S = K - 1`` steps).
+        names: one output name per image; ``sources``: the file paths (or ``"<tensor i>"``).
+        skipped: ``(source, reason)`` for every input that could not be read.
+        notes: conversions applied, e.g. ``{"resized": 3, "converted": {"L": 1}}``.
+    """
+
+    images: torch.Tensor
+    log_masks: torch.Tensor
+    labels: torch.Tensor
+    slot_recons: torch.Tensor
+    recon: torch.Tensor
+    latent_mean: torch.Tensor
+    latent_logvar: torch.Tensor | None
+    area: torch.Tensor
+    soft_area: torch.Tensor
+    bbox: torch.Tensor
+    centroid: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+@dataclass
+class _Input:
+    source: str
+    name: str
+    image: torch.Tensor  # [C,H,W] at the model's size
+    original_size: tuple[int, int]  # (width, height)
+    mode: str
+    resized: bool
+
+
+def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files named directly, plus the image files (by extension, recursively, sorted) inside directories."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            files.append(path)  # missing or unreadable files are reported when read
+    return files
+
+
+def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit grey: scale to 8 bits
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray((arr / max(arr.max(), 1.0) * 255).round().astype(np.uint8), "L")
+    return img.convert("RGB" if channels == 3 else "L")
+
+
+def _fit(image: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, bool]:
+    """Centre-crop ``[C,h,w]`` to a square (if needed) and resize to ``size``; returns (image, changed)."""
+    c, h, w = image.shape
+    if (h, w) == tuple(size):
+        return image, False
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    image = image[:, top:top + side, left:left + side]
+    out = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    return out.clamp(0, 1), True
+
+
+def read_image(path: Path, channels: int, size: tuple[int, int]) -> _Input:
+    """Read one file (any Pillow format) as ``[C,H,W]`` float in [0,1] at ``size``; raises ``OSError``/
+    ``ValueError`` with a readable message when the file cannot be decoded."""
+    return read_image_from(path, str(path), path.stem, channels, size)
+
+
+def read_image_from(source_file, source: str, name: str, channels: int, size: tuple[int, int]) -> _Input:
+    """Like :func:`read_image` for a path or file object; ``source``/``name`` label the result."""
+    with Image.open(source_file) as img:
+        img.load()  # decode now: a truncated file fails here, not later
+        mode, original = img.mode, img.size
+        converted = _to_mode(img, channels)
+    arr = np.asarray(converted, dtype=np.uint8)
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    tensor, resized = _fit(torch.from_numpy(arr.transpose(2, 0, 1).astype(np.float32) / 255.0), size)
+    return _Input(source, name, tensor, original, mode, resized)
+
+
+def _unique(name: str, seen: set[str]) -> str:
+    candidate, i = name or "image", 2
+    while candidate in seen:
+        candidate = f"{name}-{i}"
+        i += 1
+    seen.add(candidate)
+    return candidate
+
+
+# ----------------------------------------------------------------------------------------------- model
+def _load(run):
+    """``run`` (directory, checkpoint path or an already loaded module) -> the eval-mode module."""
+    if isinstance(run, torch.nn.Module):
+        return run.eval()
+    from .training.run import find_run, load_module
+
+    _, ckpt, cfg = find_run(run)
+    return load_module(ckpt, cfg)
+
+
+def _model_geometry(module) -> tuple[int, tuple[int, int]]:
+    hp = getattr(module, "hparams", {}) or {}
+    channels = int(hp.get("in_channels", 3))
+    size = hp.get("image_size")
+    if size is None:
+        size = module.cfg.data.image_size
+    size = tuple(size) if isinstance(size, list | tuple) else (int(size), int(size))
+    return channels, size
+
+
+def slot_statistics(labels: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-slot area, soft area, bounding box and centroid.
+
+    Args:
+        labels: ``[N,H,W]`` argmax segmentation.
+        masks: ``[N,K,1,H,W]`` soft masks.
+
+    Returns:
+        ``area [N,K]`` int64, ``soft_area [N,K]``, ``bbox [N,K,4]`` ``(x0, y0, x1, y1)`` with exclusive
+        ``x1``/``y1`` and ``centroid [N,K,2]`` ``(x, y)``; NaN where a slot has no pixel.
+    """
+    n, k = masks.shape[:2]
+    h, w = labels.shape[-2:]
+    onehot = F.one_hot(labels, k).permute(0, 3, 1, 2).float()  # [N,K,H,W]
+    area = onehot.sum((2, 3))
+    cols = torch.arange(w, dtype=torch.float32)
+    rows = torch.arange(h, dtype=torch.float32)
+    col_any, row_any = onehot.amax(2) > 0, onehot.amax(3) > 0  # [N,K,W], [N,K,H]
+    big = torch.tensor(1e9)
+
+    def first_last(present: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lo = torch.where(present, index, big).amin(-1)
+        hi = torch.where(present, index, -big).amax(-1) + 1
+        return lo, hi
+
+    x0, x1 = first_last(col_any, cols)
+    y0, y1 = first_last(row_any, rows)
+    empty = area == 0
+    bbox = torch.stack([x0, y0, x1, y1], -1).masked_fill(empty[..., None], float("nan"))
+    safe = area.clamp_min(1)
+    cx = (onehot * cols).sum((2, 3)) / safe
+    cy = (onehot * rows[:, None]).sum((2, 3)) / safe
+    centroid = torch.stack([cx, cy], -1).masked_fill(empty[..., None], float("nan"))
+    return {"area": area.long(), "soft_area": masks.sum((2, 3, 4)), "bbox": bbox, "centroid": centroid}
+
+
+def _run_batch(module, images: torch.Tensor, num_slots: int | None) -> dict[str, torch.Tensor]:
+    device = next(module.parameters()).device
+    k = num_slots or getattr(module, "eval_num_slots", None)
+    with torch.inference_mode():
+        out = module.model(images.to(device), k)
+    log_masks = out.log_masks.float().cpu()
+    labels = log_masks.argmax(1).squeeze(1)
+    result = {"images": images, "log_masks": log_masks, "labels": labels,
+              "slot_recons": out.slot_recons.float().cpu(), "recon": out.recon.float().clamp(0, 1).cpu(),
+              "latent_mean": out.latents.float().cpu()}
+    if "latent_logvar" in out.extras:
+        result["latent_logvar"] = out.extras["latent_logvar"].float().cpu()
+    for key in AIR_KEYS:
+        if key in out.extras:
+            result[key] = out.extras[key].float().cpu()
+    result.update(slot_statistics(labels, log_masks.exp()))
+    return result
+
+
+def _check_num_slots(module, num_slots: int | None) -> None:
+    if num_slots is None:
+        return
+    if num_slots < 2:
+        raise DecomposeError(f"--num-slots: K must be at least 2, got {num_slots}")
+    attention = getattr(module.model, "attention", None)
+    if attention is not None and getattr(attention, "recurrent", True) is False \
+            and num_slots != module.cfg.model.num_slots:
+        raise DecomposeError(f"--num-slots {num_slots}: this attention network was trained with a fixed "
+                             f"K={module.cfg.model.num_slots}")
+
+
+def _tensor_inputs(images: torch.Tensor, channels: int, size: tuple[int, int]) -> list[_Input]:
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4 or images.shape[1] not in (1, 3, 4):
+        raise DecomposeError(f"images: expected [N,C,H,W] or [C,H,W] with C in 1, 3, 4; got {tuple(images.shape)}")
+    images = images.detach().float().cpu()
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise DecomposeError("images: values must lie in [0, 1]")
+    if images.shape[1] == 4:  # RGBA over white
+        images = images[:, :3] * images[:, 3:] + (1 - images[:, 3:])
+    if images.shape[1] != channels:
+        images = images.mean(1, keepdim=True) if channels == 1 else images.expand(-1, 3, -1, -1)
+    inputs = []
+    for i, image in enumerate(images):
+        fitted, resized = _fit(image, size)
+        inputs.append(_Input(f"<tensor {i}>", f"image_{i:04d}", fitted, (image.shape[2], image.shape[1]),
+                             "tensor", resized))
+    return inputs
+
+
+def _iter_inputs(images, channels: int, size: tuple[int, int], skipped: list[tuple[str, str]],
+                 report=None) -> Iterable[_Input]:
+    """Yield readable inputs; record (and report) unreadable ones."""
+    if torch.is_tensor(images):
+        yield from _tensor_inputs(images, channels, size)
+        return
+    if isinstance(images, np.ndarray):
+        array = torch.from_numpy(np.asarray(images))
+        if array.dtype == torch.uint8:
+            array = array.float() / 255.0
+        if array.dim() >= 3 and array.shape[-1] in (1, 3, 4) and array.shape[-3] not in (1, 3, 4):
+            array = array.movedim(-1, -3)  # [..,H,W,C] -> [..,C,H,W]
+        yield from _tensor_inputs(array, channels, size)
+        return
+    if isinstance(images, str | os.PathLike):
+        images = [images]
+    seen: set[str] = set()
+    for i, item in enumerate(images):
+        if isinstance(item, Image.Image):
+            buffer = io.BytesIO()
+            item.save(buffer, format="PNG")
+            buffer.seek(0)
+            name = _unique(f"image_{i:04d}", seen)
+            loaded = read_image_from(buffer, f"<PIL image {i}>", name, channels, size)
+            yield loaded
+            continue
+        for path in expand_inputs([item]):
+            try:
+                if not path.exists():
+                    raise OSError("no such file")
+                if not path.is_file():
+                    raise OSError("not a regular file")
+                loaded = read_image(path, channels, size)
+            except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                reason = reason.replace(f" {str(path)!r}", "").replace(str(path), "").strip(" :") or reason
+                skipped.append((str(path), reason))
+                if report is not None:
+                    report(f"skipping {path}: not a readable image ({reason})")
+                continue
+            loaded.name = _unique(loaded.name, seen)
+            yield loaded
+
+
+def _batches(iterable: Iterable[_Input], size: int) -> Iterable[list[_Input]]:
+    batch: list[_Input] = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ----------------------------------------------------------------------------------------------- API
+def decompose(images, run, *, num_slots: int | None = None, batch_size: int = 64, progress: bool = False,
+              out_dir: str | os.PathLike | None = None, device: str | None = None, log=None) -> Decomposition:
+    """Decompose ``images`` with the trained model ``run``.
+
+    Args:
+        images: a tensor ``[N,C,H,W]``/``[C,H,W]`` in [0,1], a numpy array (uint8 or float, channels first
+            or last), a file or directory path, or a list of paths / PIL images.
+        run: a run directory, a ``.ckpt`` file, or a module from :func:`scenedecomp.training.run.load_module`.
+        num_slots: ``K`` at inference (recurrent attention and AIR; default: the run's).
+        batch_size: images per forward pass.
+        progress: show a progress bar (stderr).
+        out_dir: if given, also write the per-image files and ``decompositions.npz`` there.
+        device: ``"cpu"``, ``"cuda"``... (default: CUDA when available).
+        log: callable for one-line messages (default: print to stderr).
+
+    Returns:
+        A :class:`Decomposition` (tensors on the CPU). Raises :class:`DecomposeError` when no input is
+        readable.
+    """
+    if log is None:
+        def log(message: str) -> None:  # through tqdm while a bar is drawn, so the two do not interleave
+            if progress:
+                from tqdm.auto import tqdm
+
+                tqdm.write(message, file=sys.stderr)
+            else:
+                print(message, file=sys.stderr, flush=True)
+    module = _load(run)
+    _check_num_slots(module, num_slots)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    module = module.to(device)
+    channels, size = _model_geometry(module)
+    writer = _Writer(prepare_out_dir(out_dir)) if out_dir is not None else None
+    if batch_size < 1:
+        raise DecomposeError(f"--batch-size must be at least 1, got {batch_size}")
+
+    skipped: list[tuple[str, str]] = []
+    parts: list[dict[str, torch.Tensor]] = []
+    names: list[str] = []
+    sources: list[str] = []
+    notes: dict = {"resized": 0, "converted": {}, "model_seconds": 0.0}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="decompose", unit="img", leave=False, file=sys.stderr)
+    announced = False
+    for batch in _batches(_iter_inputs(images, channels, size, skipped, log), batch_size):
+        for item in batch:
+            if item.resized:
+                notes["resized"] += 1
+                if not announced:
+                    announced = True
+                    log(f"note: inputs not of size {size[1]}x{size[0]} are centre-cropped to a square and resized "
+                        f"(bilinear) to the model's {size[1]}x{size[0]}, first {item.source} ({item.original_size[0]}x"
+                        f"{item.original_size[1]})")
+            if item.mode not in ("RGB" if channels == 3 else "L", "tensor"):
+                notes["converted"][item.mode] = notes["converted"].get(item.mode, 0) + 1
+        start = time.perf_counter()
+        result = _run_batch(module, torch.stack([item.image for item in batch]), num_slots)
+        notes["model_seconds"] += time.perf_counter() - start
+        if writer is not None:
+            writer.write_batch(batch, result)
+        parts.append(result)
+        names += [item.name for item in batch]
+        sources += [item.source for item in batch]
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    if not parts:
+        what = f"{len(skipped)} input(s)" if skipped else "the inputs"
+        raise DecomposeError(f"no readable image among {what}" + (f" (first: {skipped[0][0]}: {skipped[0][1]})"
+                                                                   if skipped else ""))
+    merged = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+    result = Decomposition(
+        images=merged.pop("images"), log_masks=merged.pop("log_masks"), labels=merged.pop("labels"),
+        slot_recons=merged.pop("slot_recons"), recon=merged.pop("recon"), latent_mean=merged.pop("latent_mean"),
+        latent_logvar=merged.pop("latent_logvar", None), area=merged.pop("area"), soft_area=merged.pop("soft_area"),
+        bbox=merged.pop("bbox"), centroid=merged.pop("centroid"), extras=merged, names=names, sources=sources,
+        skipped=skipped, notes=notes)
+    if writer is not None:
+        writer.write_npz(result)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- writing
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _palette() -> np.ndarray:
+    from .viz.figures import PALETTE
+
+    return (np.asarray(PALETTE) * 255).round().astype(np.uint8)
+
+
+def _u8(image: torch.Tensor) -> np.ndarray:
+    """``[C,H,W]`` in [0,1] -> ``[H,W,C]`` uint8 (``C`` 1 squeezed)."""
+    arr = (image.clamp(0, 1).numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr
+
+
+def _finite(values, kind=float) -> list | None:
+    values = [float(v) for v in values]
+    return None if any(v != v for v in values) else [kind(v) for v in values]
+
+
+class _Writer:
+    def __init__(self, out: Path):
+        self.out = out
+        self.palette = _palette()
+
+    def _png(self, path: Path, image: Image.Image) -> None:
+        _atomic_write(path, lambda fh: image.save(fh, format="PNG"))
+
+    def write_batch(self, batch: Sequence[_Input], r: dict[str, torch.Tensor]) -> None:
+        from .training.run import write_json
+
+        k = r["log_masks"].shape[1]
+        masks = r["log_masks"].exp()
+        for i, item in enumerate(batch):
+            folder = self.out / item.name
+            folder.mkdir(parents=True, exist_ok=True)
+            rgb = _u8(r["images"][i])
+            self._png(folder / "input.png", Image.fromarray(rgb))
+            labels = r["labels"][i].numpy().astype(np.uint8)
+            seg = Image.fromarray(labels, "P")
+            seg.putpalette(self.palette[: max(k, 1)].reshape(-1).tolist())
+            self._png(folder / "segmentation.png", seg)
+            base = rgb if rgb.ndim == 3 else np.repeat(rgb[:, :, None], 3, 2)
+            overlay = (0.45 * base + 0.55 * self.palette[labels % len(self.palette)]).round().astype(np.uint8)
+            self._png(folder / "overlay.png", Image.fromarray(overlay))
+            self._png(folder / "reconstruction.png", Image.fromarray(_u8(r["recon"][i])))
+            for s in range(k):
+                colour = _u8(r["slot_recons"][i, s])
+                if colour.ndim == 2:
+                    colour = np.repeat(colour[:, :, None], 3, 2)
+                alpha = (masks[i, s, 0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+                self._png(folder / f"slot_{s}.png", Image.fromarray(np.dstack([colour, alpha]), "RGBA"))
+            slots = []
+            for s in range(k):
+                entry = {"slot": s, "latent_mean": r["latent_mean"][i, s].tolist(),
+                         "latent_logvar": r["latent_logvar"][i, s].tolist() if "latent_logvar" in r else None,
+                         "mask_area": int(r["area"][i, s]), "mask_soft_area": round(float(r["soft_area"][i, s]), 4),
+                         "bbox": _finite(r["bbox"][i, s], int), "centroid": _finite(r["centroid"][i, s])}
+                if s >= 1:
+                    for key in AIR_KEYS:
+                        if key in r:
+                            value = r[key][i, s - 1]
+                            entry[key] = value.tolist() if value.dim() else float(value)
+                slots.append(entry)
+            write_json(folder / "decomposition.json", {
+                "source": item.source, "original_size": list(item.original_size), "original_mode": item.mode,
+                "resized": item.resized, "image_size": list(r["images"].shape[-2:]), "num_slots": k,
+                "bbox_format": "x0, y0, x1, y1 in pixels (x1, y1 exclusive)",
+                "files": {"input": "input.png", "segmentation": "segmentation.png", "overlay": "overlay.png",
+                          "reconstruction": "reconstruction.png", "slots": [f"slot_{s}.png" for s in range(k)]},
+                "slots": slots})
+
+    def write_npz(self, d: Decomposition) -> Path:
+        arrays = {"names": np.array(d.names), "sources": np.array(d.sources),
+                  "images": d.images.numpy(), "masks": d.log_masks.exp()[:, :, 0].numpy(),
+                  "labels": d.labels.numpy().astype(np.uint8), "slot_recons": d.slot_recons.numpy(),
+                  "recon": d.recon.numpy(), "latent_mean": d.latent_mean.numpy(), "area": d.area.numpy(),
+                  "soft_area": d.soft_area.numpy(), "bbox": d.bbox.numpy(), "centroid": d.centroid.numpy()}
+        if d.latent_logvar is not None:
+            arrays["latent_logvar"] = d.latent_logvar.numpy()
+        for key, value in d.extras.items():
+            arrays[key] = value.numpy()
+        path = self.out / "decompositions.npz"
+        _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        return path
+
+
+def prepare_out_dir(out: str | os.PathLike) -> Path:
+    """Check that ``out`` can be written (a real write probe) without creating it yet: the folder is made
+    on the first write, so a run that fails early leaves nothing behind. :class:`DecomposeError` otherwise."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DecomposeError(f"{out}: exists and is not a directory")
+    probe_dir = next((p for p in [out, *out.parents] if p.exists()), Path.cwd())
+    if not probe_dir.is_dir():
+        raise DecomposeError(f"{out}: cannot create the output directory ({probe_dir} is not a directory)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".scenedecomp-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise DecomposeError(f"{out}: output directory is not writable ({err.strerror or err})") from None
+    return out
+
+
+__all__ = ["DecomposeError", "Decomposition", "decompose", "expand_inputs", "prepare_out_dir", "read_image",
+           "slot_statistics"]
+
+
+# ----------------------------------------------------------------------------------------------- command
+def add_decompose_parser(subparsers) -> None:
+    """Add ``scenedecomp decompose`` to an argparse subparsers object."""
+    p = subparsers.add_parser("decompose", help="decompose your own images with a trained run", description=(
+        "Apply a trained run to image files or folders. Per image OUT/<name>/ receives input.png, "
+        "segmentation.png (indexed), overlay.png, slot_<k>.png (RGBA, alpha = mask), reconstruction.png and "
+        "decomposition.json (per-slot latent mean/log-variance, mask area, bbox, centroid; AIR's z_pres/"
+        "z_where); OUT/decompositions.npz holds all images. Other sizes are centre-cropped and resized, "
+        "grey/RGBA converted, unreadable files reported and skipped."))
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                   help="image files and/or folders (searched recursively)")
+    p.add_argument("--run", required=True, help="run directory or .ckpt file")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--num-slots", type=int, default=None, help="K at inference (recurrent attention, AIR)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_decompose)
+
+
+def _cmd_decompose(args) -> int:
+    start = time.perf_counter()
+    try:
+        out = prepare_out_dir(args.out)
+        result = decompose(args.inputs, args.run, num_slots=args.num_slots, batch_size=args.batch_size,
+                           progress=not args.quiet, out_dir=out, device=args.device)
+    except DecomposeError as err:
+        print(f"scenedecomp: error: {err}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    n = len(result)
+    notes = result.notes
+    extra = []
+    if notes["resized"]:
+        extra.append(f"{notes['resized']} resized")
+    if notes["converted"]:
+        extra.append("converted " + ", ".join(f"{v} {k}" for k, v in sorted(notes["converted"].items())))
+    if result.skipped:
+        extra.append(f"{len(result.skipped)} unreadable file{'s' if len(result.skipped) != 1 else ''} skipped")
+    model_rate = n / notes["model_seconds"] if notes["model_seconds"] > 0 else float("inf")
+    print(f"decomposed {n} image{'s' if n != 1 else ''} in {seconds:.2f} s ({n / seconds:.1f} images/s end to end, "
+          f"{model_rate:.1f} images/s model only)" + (f"; {'; '.join(extra)}" if extra else "")
+          + f"; written to {out}/ and {out / 'decompositions.npz'}")
+    return 0
