@@ -18,17 +18,21 @@ from .contract import BatchError, check_item
 SPLITS = ("train", "val", "test")
 
 _REGISTRY: dict[str, Callable[..., Dataset]] = {}
+_EXTRA_SPLITS: dict[str, tuple[str, ...]] = {}  # dataset-specific splits beyond SPLITS (e.g. OOD tests)
 
 
 class DatasetError(ValueError):
     """A dataset cannot be opened or read (message names the file or dataset and the problem)."""
 
 
-def register_dataset(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
-    """Decorator: register ``factory(split=..., **options) -> Dataset`` under ``name``."""
+def register_dataset(name: str, extra_splits: tuple[str, ...] = ()
+                     ) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Decorator: register ``factory(split=..., **options) -> Dataset`` under ``name``; ``extra_splits``
+    are split names the factory accepts beyond :data:`SPLITS` (e.g. out-of-distribution test splits)."""
 
     def wrap(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
         _REGISTRY[name] = factory
+        _EXTRA_SPLITS[name] = tuple(extra_splits)
         return factory
 
     return wrap
@@ -47,20 +51,29 @@ def _load_builtin() -> None:
 def open_dataset(name_or_path: str | os.PathLike, split: str = "train", **options) -> Dataset:
     """Open a dataset by registered name (``shapes``, ``multi_sprites``, ...) or by path.
 
-    A path to an ``.h5``/``.hdf5`` file opens a converted dataset; a directory of images opens an
-    ``image_folder`` dataset. ``options`` are passed to the dataset's factory (e.g. ``image_size``,
+    A path to an ``.h5``/``.hdf5`` file opens a converted dataset, and so does a directory holding exactly
+    one such file (what ``data convert --out DIR`` writes); any other directory opens an ``image_folder``
+    dataset. ``options`` are passed to the dataset's factory (e.g. ``image_size``,
     ``num_images``, ``seed``, ``cache_dir``). Raises :class:`DatasetError` with a one-line message.
     """
-    if split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     _load_builtin()
     key = str(name_or_path)
+    if split not in SPLITS and split not in _EXTRA_SPLITS.get(key, ()):
+        known = (*SPLITS, *_EXTRA_SPLITS.get(key, ()))
+        raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(known)}")
     if key in _REGISTRY:
         return _REGISTRY[key](split=split, **options)
     path = Path(key).expanduser()
     if path.suffix in (".h5", ".hdf5"):
         return _REGISTRY["hdf5"](path=path, split=split, **options)
     if path.is_dir():
+        # a folder that `data convert --out DIR` wrote: exactly one converted file opens that file
+        converted = sorted(p for p in path.iterdir() if p.suffix in (".h5", ".hdf5") and p.is_file())
+        if len(converted) == 1:
+            return _REGISTRY["hdf5"](path=converted[0], split=split, **options)
+        if len(converted) > 1:
+            names = ", ".join(p.name for p in converted[:4]) + (", ..." if len(converted) > 4 else "")
+            raise DatasetError(f"{path}: holds {len(converted)} converted files ({names}); pass one of them")
         return _REGISTRY["image_folder"](path=path, split=split, **options)
     if path.suffix or os.sep in key:
         raise DatasetError(f"{key}: no such dataset file or directory")
