@@ -51,6 +51,12 @@ Categorical factors are coded from 1 (dSprites convention); 0 marks padding slot
     ``visibility[k-1]`` is 1 when label ``k`` has at least one pixel; a fully occluded sprite keeps its
     slot and factors with visibility 0 (so labels can skip a number), and ``num_objects`` counts the
     visible sprites. The top sprite is always visible, so ``num_objects >= 1`` when ``min_objects >= 1``.
+
+Out-of-distribution test splits of ``multi_sprites`` (:data:`OOD_SPLITS`; ``evaluate --split <name>``):
+``ood_more_objects`` (``max_objects + 1`` to ``max_objects + 2`` sprites), ``ood_identical_color`` (all
+sprites of a scene share one colour), ``ood_large_objects`` / ``ood_small_objects`` (scales 1.1-1.5 /
+0.3-0.45 instead of 0.5-1.0). Each draws from its own stream (seeded by the split name), 1000 images by
+default; the train/val/test splits and their cache files are unchanged by their existence.
 """
 
 from __future__ import annotations
@@ -97,6 +103,18 @@ SQUARE_HALF_SIDE = 0.8  # in units of the radius
 ELLIPSE_MINOR = 0.5  # semi-minor axis, in units of the radius (semi-major = 1)
 HEART_X, HEART_Y_SCALE, HEART_Y_SHIFT = 1.139, 1.125, 0.125
 MIN_COLOR_DISTANCE = 0.25
+
+# --- multi_sprites out-of-distribution test splits (``open_dataset("multi_sprites", split=<name>)``) ----
+# Each has its own random stream (the split name seeds it) and 1000 images by default; every option not
+# named here (image_size, seed, min/max_objects) is taken from the call, i.e. from the training config.
+OOD_SPLITS = {
+    "ood_more_objects": "max_objects+1 .. max_objects+2 sprites (5-6 for the default 1-4; factors padded)",
+    "ood_identical_color": "every sprite of a scene has the same colour (like Objects Room identical_color)",
+    "ood_large_objects": "sprite scales 1.1-1.5 (training 0.5-1.0)",
+    "ood_small_objects": "sprite scales 0.3-0.45 (training 0.5-1.0)",
+}
+OOD_SCALES = {"ood_large_objects": np.linspace(1.1, 1.5, 5), "ood_small_objects": np.linspace(0.3, 0.45, 4)}
+OOD_NUM_IMAGES = 1000
 
 
 # --- shared machinery ---------------------------------------------------------------------------------
@@ -270,12 +288,14 @@ def shapes(split: str = "train", *, image_size: int = 64, num_images: int | None
 
 
 # --- multi_sprites ------------------------------------------------------------------------------------
-def _sample_sprites_block(rng: np.random.Generator, min_objects: int, max_objects: int) -> Params:
+def _sample_sprites_block(rng: np.random.Generator, min_objects: int, max_objects: int,
+                          same_color: bool = False, scales: np.ndarray | None = None) -> Params:
     n, o = PARAM_BLOCK, max_objects
     count = rng.integers(min_objects, max_objects + 1, size=n)
     present = np.arange(o)[None, :] < count[:, None]
     shape = rng.integers(1, len(SPRITE_SHAPES) + 1, size=(n, o))
-    scale = SCALES[rng.integers(0, len(SCALES), size=(n, o))]
+    scales = SCALES if scales is None else np.asarray(scales, dtype=np.float64)
+    scale = scales[rng.integers(0, len(scales), size=(n, o))]
     orientation = ORIENTATIONS[rng.integers(0, len(ORIENTATIONS), size=(n, o))]
     x = POSITIONS[rng.integers(0, len(POSITIONS), size=(n, o))]
     y = POSITIONS[rng.integers(0, len(POSITIONS), size=(n, o))]
@@ -286,6 +306,8 @@ def _sample_sprites_block(rng: np.random.Generator, min_objects: int, max_object
         if not too_close.any():
             break
         color[too_close] = rng.integers(0, 256, size=(int(too_close.sum()), 3))
+    if same_color:  # OOD: every sprite takes the first one's colour (already far enough from the background)
+        color[:] = color[:, :1]
     color = np.where(present[..., None], color, 0).astype(np.uint8)
     palette = np.concatenate([background[:, None, :].astype(np.uint8), color], axis=1)
 
@@ -335,12 +357,16 @@ def _render_sprites_chunk(p: Params, image_size: int) -> tuple[np.ndarray, np.nd
 
 
 def generate_multi_sprites(num_images: int, image_size: int = 64, seed: int = 0, split: str = "train",
-                           min_objects: int = 1, max_objects: int = 4) -> dict[str, np.ndarray]:
-    """Arrays of a ``multi_sprites`` split (layout of :mod:`scenedecomp.data.cache`), in memory."""
+                           min_objects: int = 1, max_objects: int = 4, same_color: bool = False,
+                           scales: list[float] | None = None) -> dict[str, np.ndarray]:
+    """Arrays of a ``multi_sprites`` split (layout of :mod:`scenedecomp.data.cache`), in memory.
+
+    ``same_color`` and ``scales`` (the scale values to draw from instead of :data:`SCALES`) serve the
+    out-of-distribution splits; their defaults leave the output unchanged."""
     image_size, num_images, seed, min_objects, max_objects = _check_options(
         "multi_sprites", split, image_size, num_images, seed, min_objects, max_objects, lowest=0)
     params = _sample_params("multi_sprites", seed, split, num_images,
-                            lambda rng: _sample_sprites_block(rng, min_objects, max_objects))
+                            lambda rng: _sample_sprites_block(rng, min_objects, max_objects, same_color, scales))
     arrays = _render_all(params, image_size, max_objects, _render_sprites_chunk)
     for key in ("shape", "scale", "orientation", "x", "y", "color"):
         arrays[FACTOR_PREFIX + key] = params[key]
@@ -348,16 +374,25 @@ def generate_multi_sprites(num_images: int, image_size: int = 64, seed: int = 0,
     return arrays
 
 
-@register_dataset("multi_sprites")
+@register_dataset("multi_sprites", extra_splits=tuple(OOD_SPLITS))
 def multi_sprites(split: str = "train", *, image_size: int = 64, num_images: int | None = None, seed: int = 0,
                   min_objects: int = 1, max_objects: int = 4, cache_dir: str | os.PathLike | None = None
                   ) -> SceneArrayDataset:
-    """``multi_sprites``: Multi-dSprites-like coloured sprites on a coloured background (module docstring)."""
+    """``multi_sprites``: Multi-dSprites-like coloured sprites on a coloured background (module docstring);
+    ``split`` may also name an out-of-distribution test split (:data:`OOD_SPLITS`)."""
+    if split in OOD_SPLITS and num_images is None:
+        num_images = OOD_NUM_IMAGES
     num_images = _default_num_images("multi_sprites", split, num_images)
     image_size, num_images, seed, min_objects, max_objects = _check_options(
         "multi_sprites", split, image_size, num_images, seed, min_objects, max_objects, lowest=0)
+    if split == "ood_more_objects":
+        min_objects, max_objects = max_objects + 1, max_objects + 2
     options = {"image_size": image_size, "num_images": num_images, "seed": seed,
                "min_objects": min_objects, "max_objects": max_objects}
+    if split == "ood_identical_color":  # OOD options enter the cache key only where they are used
+        options["same_color"] = True
+    if split in OOD_SCALES:
+        options["scales"] = [round(float(v), 6) for v in OOD_SCALES[split]]
     return open_generated(
         "multi_sprites", split, MULTI_SPRITES_VERSION, options,
         lambda: generate_multi_sprites(split=split, **options),
@@ -365,4 +400,4 @@ def multi_sprites(split: str = "train", *, image_size: int = 64, num_images: int
         max_objects=max_objects)
 
 
-__all__ = ["DEFAULT_NUM_IMAGES", "generate_multi_sprites", "generate_shapes", "multi_sprites", "shapes"]
+__all__ = ["DEFAULT_NUM_IMAGES", "OOD_SPLITS", "generate_multi_sprites", "generate_shapes", "multi_sprites", "shapes"]
