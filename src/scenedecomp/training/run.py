@@ -44,8 +44,9 @@ def open_split(cfg: RunConfig, split: str) -> Dataset:
     sizes = {"train": cfg.data.num_train, "val": cfg.data.num_val, "test": cfg.data.num_test}
     options = dict(cfg.data.options)
     options.setdefault("image_size", cfg.data.image_size)
-    if sizes[split] is not None:
-        options["num_images"] = sizes[split]
+    size = sizes.get(split, cfg.data.num_test)  # an extra split (e.g. multi_sprites OOD) takes the test size
+    if size is not None:
+        options["num_images"] = size
     try:
         return open_dataset(cfg.data.name, split=split, **options)
     except TypeError as err:  # an option the dataset does not take
