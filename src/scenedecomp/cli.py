@@ -39,10 +39,20 @@ def _cmd_evaluate(args) -> int:
 
     metrics = evaluate(args.run, split=args.split, num_slots=args.num_slots, batch_size=args.batch_size,
                        out=args.out, progress=not args.quiet)
+    if args.disentanglement:
+        from .training.disentangle import evaluate_disentanglement
+
+        metrics["disentanglement"] = d = evaluate_disentanglement(
+            args.run, metrics["_path"], args.split, args.num_slots, args.batch_size)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("_")}, indent=2))
     else:
         _print_summary(metrics, args.run)
+        if args.disentanglement:
+            print(f"disentanglement ({d['num_objects']} matched objects): DCI D {d['dci_disentanglement']:.3f}, "
+                  f"C {d['dci_completeness']:.3f}, I {d['dci_informativeness']:.3f}; MIG {d['mig']:.3f}; "
+                  f"probe R2/acc linear {d['informativeness_linear']:.3f}, MLP {d['informativeness_mlp']:.3f}; "
+                  f"figure {d['figure']}")
     return 0
 
 
@@ -86,11 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
         "Evaluate a run directory or checkpoint; writes metrics.json (test split) or metrics_<split>.json "
         "in the run directory (or --out) with ari, fg_ari, msc, sc, mse, num_images and their spreads."))
     p.add_argument("run", help="run directory or .ckpt file")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    from .data.sprites import OOD_SPLITS
+
+    p.add_argument("--split", default="test", choices=("train", "val", "test", *OOD_SPLITS),
+                   help="a split, or an out-of-distribution test split of multi_sprites: " + "; ".join(
+                       f"{name}: {what}" for name, what in OOD_SPLITS.items()))
     p.add_argument("--num-slots", type=int, default=None, help="K at inference (recurrent attention only)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--out", default=None, help="write the metrics JSON here instead")
     p.add_argument("--json", action="store_true", help="print the full metrics JSON")
+    p.add_argument("--disentanglement", action="store_true", help=(
+        "also match slots to ground-truth objects and score the latents against the objects' factors "
+        "(probes, DCI, MIG; needs per-object factors, e.g. multi_sprites); adds 'disentanglement' to the "
+        "metrics JSON and draws figures/disentanglement_<split>.png"))
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 

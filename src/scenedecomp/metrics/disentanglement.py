@@ -308,7 +308,8 @@ def disentanglement_metrics(codes: np.ndarray, factors: Mapping[str, np.ndarray]
     """Informativeness (probes), DCI and MIG of ``codes [M,D]`` for ``factors {name: [M] or [M,c]}``.
 
     Returns a JSON-ready dict: ``num_objects``, ``num_train``/``num_test``, ``factors`` (names, kinds),
-    ``informativeness`` ``{probe: {factor: score}}`` and its per-probe mean ``informativeness_<probe>``,
+    ``factor_names`` (the order of the importance columns), ``informativeness`` ``{probe: {factor: score}}``
+    and its per-probe mean ``informativeness_<probe>``,
     ``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness`` (mean of the trees' held-out
     scores) with per-latent/per-factor values, ``importance`` (the ``[D,F]`` matrix as lists), ``mig`` and
     ``mig_per_factor``.
@@ -340,6 +341,7 @@ def disentanglement_metrics(codes: np.ndarray, factors: Mapping[str, np.ndarray]
     result: dict[str, object] = {
         "num_objects": m, "num_train": len(train), "num_test": len(test),
         "factors": {name: "categorical" if cat else "continuous" for name, (_, cat) in flat.items()},
+        "factor_names": list(flat),  # the column order of ``importance`` (JSON writers may sort dict keys)
         "informativeness": info,
         **{f"informativeness_{kind}": mean(info[kind].values()) for kind in probes},
         "dci_importance_method": importance,
