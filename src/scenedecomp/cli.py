@@ -59,6 +59,14 @@ def _cmd_evaluate(args) -> int:
 def _cmd_visualize(args) -> int:
     from .training.run import visualize
 
+    if args.traversals:
+        from .training.traversals import write_traversals
+
+        for path in write_traversals(args.run, args.out, split=args.split, image=args.image, slot=args.slot,
+                                     top=args.top, num_slots=args.num_slots, sigma=args.sigma):
+            print(path)
+        return 0
+
     for path in visualize(args.run, args.out, split=args.split, num_images=args.num_images,
                           num_slots=args.num_slots):
         print(path)
@@ -120,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--num-images", type=int, default=8)
     p.add_argument("--num-slots", type=int, default=None)
+    p.add_argument("--traversals", action="store_true", help=(
+        "instead: latent traversals of one slot (rows = latent dimensions, -3..+3 sigma around the posterior "
+        "mean; slot component and recomposed scene) and the component-VAE figure; AIR: z_what glimpses"))
+    p.add_argument("--image", default="0", help="--traversals: index into --split, or an image file (default 0)")
+    p.add_argument("--slot", type=int, default=None, help="--traversals: slot (default: largest foreground slot)")
+    p.add_argument("--top", type=int, default=None, help="--traversals: only the top N dimensions by KL")
+    p.add_argument("--sigma", default="prior", choices=("prior", "posterior"),
+                   help="--traversals: step unit, the prior std 1 (default) or the slot's posterior std")
     p.set_defaults(func=_cmd_visualize)
 
     p = sub.add_parser("presets", help="list the YAML presets")
