@@ -66,6 +66,9 @@ def open_dataset(name_or_path: str | os.PathLike, split: str = "train", **option
     path = Path(key).expanduser()
     if path.suffix in (".h5", ".hdf5"):
         return _REGISTRY["hdf5"](path=path, split=split, **options)
+    if path.suffix in (".tfrecords", ".tfrecord") or path.name.endswith((".tfrecords.gz", ".tfrecord.gz")):
+        raise DatasetError(f"{key}: TFRecord files are not read directly; run `scenedecomp data convert <dataset> "
+                           f"--src {key} --out DIR` first and use the .h5 file it writes")
     if path.is_dir():
         # a folder that `data convert --out DIR` wrote: exactly one converted file opens that file
         converted = sorted(p for p in path.iterdir() if p.suffix in (".h5", ".hdf5") and p.is_file())

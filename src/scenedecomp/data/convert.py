@@ -303,7 +303,15 @@ def convert(dataset: str, src: str | os.PathLike, out_dir: str | os.PathLike, *,
         raise DatasetError(f"splits must be three non-negative fractions summing to 1, got {fractions}")
     prep = _resolve_prep(schema, crop, center_crop, image_size, antialias, max_objects)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DatasetError(f"{out_dir}: --out exists and is not a directory")
+    try:  # create it and prove it is writable before reading anything
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".scenedecomp-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise DatasetError(f"{out_dir}: cannot write the output directory ({err.strerror or err})") from None
     final = out_dir / f"{schema.name}.h5"
     partial = out_dir / f"{schema.name}.h5.partial"
     if final.exists() and not overwrite:
@@ -391,11 +399,18 @@ def convert(dataset: str, src: str | os.PathLike, out_dir: str | os.PathLike, *,
             raise DatasetError(f"{src}: no scenes to write (empty file, or the filter removed every scene)")
         writer.finish(fractions)
         writer.f.close()
-    except BaseException:
+    except BaseException as err:
+        nothing_kept = False
+        try:  # a source that is not the dataset: do not leave an empty .partial behind
+            nothing_kept = isinstance(err, DatasetError) and writer.num_written == 0
+        except Exception:  # noqa: BLE001
+            pass
         try:
             writer.f.close()
         except Exception:  # noqa: BLE001
             pass
+        if nothing_kept:
+            partial.unlink(missing_ok=True)
         raise
     os.replace(partial, final)
     return final

@@ -82,20 +82,39 @@ class HDF5Dataset(Dataset):
             if not bool(a.get("complete", False)):
                 raise DatasetError(f"{self.path}: incomplete conversion (complete=False); run the convert "
                                    f"command again to finish it")
-            self.dataset_name = str(a["dataset"])
-            self.split = split
-            shape = f["images"].shape
-            self.image_size = int(shape[1])
-            self.image_shape = (int(shape[3]), int(shape[1]), int(shape[2]))  # C, H, W
-            self.channels = int(shape[3])
-            self.num_slots = int(a["num_slots"])
-            self.background_labels = tuple(int(v) for v in a["background_labels"])
-            self.max_objects = int(a["max_objects"])
-            self.preprocessing = json.loads(a["preprocessing"])
-            self.factor_names = list(f["factors"]) if (factors and "factors" in f) else []
-            self.categorical = set(json.loads(a.get("categorical_factors", "[]")))
-            self.scene_factor_names = list(f["scene_factors"]) if (factors and "scene_factors" in f) else []
-            indices = np.asarray(f["splits"][split][:], dtype=np.int64)
+            try:
+                self._read_layout(f, a, split, factors)
+            except (KeyError, ValueError, TypeError, OSError, IndexError) as err:
+                what = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise DatasetError(f"{self.path}: damaged or incomplete file (missing or malformed field: "
+                                   f"{what[:160]})") from None
+        self._init_rest(split, image_size, num_images)
+
+    def _read_layout(self, f: h5py.File, a, split: str, factors: bool) -> None:
+        """Read shapes, attributes and the split's indices; KeyError/ValueError for a damaged file."""
+        self.dataset_name = str(a["dataset"])
+        self.split = split
+        shape = f["images"].shape
+        self.image_size = int(shape[1])
+        self.image_shape = (int(shape[3]), int(shape[1]), int(shape[2]))  # C, H, W
+        self.channels = int(shape[3])
+        self.num_slots = int(a["num_slots"])
+        self.background_labels = tuple(int(v) for v in a["background_labels"])
+        self.max_objects = int(a["max_objects"])
+        self.preprocessing = json.loads(a["preprocessing"])
+        self.factor_names = list(f["factors"]) if (factors and "factors" in f) else []
+        self.categorical = set(json.loads(a.get("categorical_factors", "[]")))
+        self.scene_factor_names = list(f["scene_factors"]) if (factors and "scene_factors" in f) else []
+        indices = np.asarray(f["splits"][split][:], dtype=np.int64)
+        for name in ("masks", "num_objects", "visibility"):
+            if f[name].shape[0] != shape[0]:
+                raise ValueError(f"{name} holds {f[name].shape[0]} scenes, images {shape[0]}")
+        if len(indices) and (indices.min() < 0 or indices.max() >= shape[0]):
+            raise ValueError(f"split {split!r} has scene indices outside 0..{shape[0] - 1}")
+        self._shape, self._indices = shape, indices
+
+    def _init_rest(self, split: str, image_size, num_images) -> None:
+        shape, indices = self._shape, self._indices
         if image_size is not None and (int(image_size) != shape[1] or int(image_size) != shape[2]):
             raise DatasetError(f"{self.path}: file holds {shape[1]}x{shape[2]} images but image_size="
                                f"{image_size} was requested; set data.image_size: {shape[1]} or convert "

@@ -29,6 +29,11 @@ Options (all also accepted from a config's ``data.options``):
   reported in a warning and replaced by the next readable image under ``skip``, so a run never
   stops midway; under ``raise`` it raises :class:`DatasetError` naming the file.
 - ``num_images``: keep the first ``num_images`` files of the split (sorted by path).
+- ``max_pixels`` (default 40,000,000): images with more pixels are skipped (or refused under
+  ``on_error: raise``) from their header alone, before any decoding: a few-KB PNG can decode to 10000²
+  pixels (a decompression bomb) and gigabytes of memory.
+
+16-bit greyscale PNGs are scaled by their true bit depth (value / 65535), not clipped to 8 bits.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ class ImageFolderDataset(Dataset):
                  channels: int = 3, include: str | Sequence[str] | None = None,
                  extensions: Sequence[str] = DEFAULT_EXTENSIONS, split_mode: str = "hash",
                  split_fractions: Sequence[float] = (0.9, 0.05, 0.05), on_error: str = "skip",
-                 verify: str = "header", num_images: int | None = None):
+                 verify: str = "header", num_images: int | None = None, max_pixels: int = 40_000_000):
         self.root = Path(path).expanduser()
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: no such directory")
@@ -99,6 +104,9 @@ class ImageFolderDataset(Dataset):
         self.crop = self._check_crop(crop)
         self.resample = resample
         self.on_error = on_error
+        if int(max_pixels) < 1:
+            raise DatasetError(f"max_pixels must be positive, got {max_pixels}")
+        self.max_pixels = int(max_pixels)
 
         files = self._list(include, extensions, split_mode, split)
         if split_mode == "hash":
@@ -164,10 +172,13 @@ class ImageFolderDataset(Dataset):
     def _check(self, path: Path, full: bool) -> str | None:
         """None if the file looks readable, else a short reason."""
         try:
-            with Image.open(path) as img:
+            with warnings.catch_warnings(), Image.open(path) as img:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides
+                size = img.size
+                if size[0] * size[1] > self.max_pixels:
+                    return self._too_big(size)
                 if full:
                     img.load()
-                size = img.size
         except Exception as err:  # noqa: BLE001 - Pillow raises many types
             text = str(err).splitlines()[0] if str(err) else type(err).__name__
             return text.replace(str(path), "").strip(" '\":") or type(err).__name__
@@ -177,9 +188,21 @@ class ImageFolderDataset(Dataset):
                 return f"{size[0]}x{size[1]} is too small for the crop box {list(self.crop)}"
         return None
 
+    def _too_big(self, size: tuple[int, int]) -> str:
+        return (f"{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f} MP exceeds the {self.max_pixels / 1e6:g} MP "
+                f"cap (data.options.max_pixels), not decoded")
+
     def _load(self, path: Path) -> torch.Tensor:
-        with Image.open(path) as img:
-            img = img.convert("RGB" if self.channels == 3 else "L")
+        with warnings.catch_warnings(), Image.open(path) as img:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if img.size[0] * img.size[1] > self.max_pixels:
+                raise ValueError(self._too_big(img.size))
+            high = img.mode.startswith("I")  # 16/32-bit integer greyscale: "I;16*" or "I"
+            if high:  # scale by the true bit depth; convert("RGB") would clip 32768/65535 to white
+                depth = 65535.0 if img.mode.startswith("I;16") or img.format == "PNG" else 2.0**31 - 1
+                img = Image.fromarray(np.asarray(img, dtype=np.float32) / depth)  # mode "F"
+            else:
+                img = img.convert("RGB" if self.channels == 3 else "L")
             w, h = img.size
             if self.crop == "center" or isinstance(self.crop, int):
                 side = min(w, h) if self.crop == "center" else min(self.crop, w, h)
@@ -190,6 +213,10 @@ class ImageFolderDataset(Dataset):
                 img = img.crop((left, top, left + cw, top + ch))
             if img.size != (self.image_size, self.image_size):
                 img = img.resize((self.image_size, self.image_size), _RESAMPLE[self.resample])
+            if high:
+                arr = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[..., None]
+                arr = np.repeat(arr, self.channels, axis=2)
+                return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
             arr = np.asarray(img, dtype=np.uint8)
         if arr.ndim == 2:
             arr = arr[..., None]

@@ -125,8 +125,10 @@ class TrainerConfig:
     image_log_every_n_steps: int = 1000
     precision: str = "32-true"
     accelerator: str = "auto"
-    devices: str = "auto"
-    strategy: str = "auto"
+    devices: str = "auto"  # "auto", a count ("2") or a list ("0,1"); per node (see docs/scale-out.md)
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ddp_spawn | fsdp | ... (any Lightning strategy name)
+    skip_nonfinite_steps: bool = False  # a NaN/inf loss or gradient skips the step instead of stopping
     compile: bool = False
     num_threads: int | None = None  # torch intra-op threads (None: torch's default)
     progress_bar: bool = True
@@ -208,7 +210,7 @@ def validate(cfg: RunConfig) -> None:
     m = cfg.model
     if m.name not in ("monet", "air"):
         raise ConfigError(f"model.name: unknown model {m.name!r}; expected monet or air")
-    if m.name == "monet" and m.num_slots < 2:
+    if m.num_slots < 2:  # AIR: K = N + 1 as well
         raise ConfigError(f"model.num_slots: K must be at least 2, got {m.num_slots}")
     if m.eval_num_slots is not None and m.eval_num_slots < 2:
         raise ConfigError(f"model.eval_num_slots: K must be at least 2, got {m.eval_num_slots}")
@@ -237,6 +239,41 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("data.batch_size must be at least 1")
     if cfg.data.image_size < 8:
         raise ConfigError(f"data.image_size must be at least 8, got {cfg.data.image_size}")
+    _validate_ranges(cfg)
+
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def _validate_ranges(cfg: RunConfig) -> None:
+    """Numbers that must be positive (or non-negative) and names Lightning accepts; one line each."""
+    t, d, m = cfg.trainer, cfg.data, cfg.model
+    if not cfg.name or cfg.name.strip() in (".", "..") or "\0" in cfg.name:
+        raise ConfigError(f"name: {cfg.name!r} is not a usable run name")
+    if t.accelerator not in ACCELERATORS:
+        raise ConfigError(f"trainer.accelerator: unknown {t.accelerator!r}; expected one of "
+                          f"{', '.join(ACCELERATORS)}")
+    positive = {"trainer.max_steps": t.max_steps, "trainer.val_every_n_steps": t.val_every_n_steps,
+                "trainer.checkpoint_every_n_steps": t.checkpoint_every_n_steps,
+                "trainer.log_every_n_steps": t.log_every_n_steps, "trainer.num_nodes": t.num_nodes,
+                "model.latent_dim": m.latent_dim, "model.air.patch_size": m.air.patch_size,
+                "model.air.lstm_hidden": m.air.lstm_hidden, "model.air.what_dim": m.air.what_dim}
+    optional_positive = {"trainer.max_minutes": t.max_minutes, "trainer.val_batches": t.val_batches,
+                         "trainer.num_threads": t.num_threads, "data.eval_batch_size": d.eval_batch_size,
+                         "data.num_train": d.num_train, "data.num_val": d.num_val, "data.num_test": d.num_test,
+                         "optim.grad_clip_norm": cfg.optim.grad_clip_norm}
+    positive.update({k: v for k, v in optional_positive.items() if v is not None})
+    positive.update({"model.loss.sigma_bg": m.loss.sigma_bg, "model.loss.sigma_fg": m.loss.sigma_fg,
+                     "model.air.likelihood_sd": m.air.likelihood_sd, "optim.decay_steps": cfg.optim.decay_steps})
+    for key, value in positive.items():
+        if not value > 0 or value != value or value == float("inf"):
+            raise ConfigError(f"{key} must be a positive number, got {value}")
+    non_negative = {"data.num_workers": d.num_workers, "trainer.image_log_every_n_steps": t.image_log_every_n_steps,
+                    "model.loss.beta": m.loss.beta, "model.loss.gamma": m.loss.gamma,
+                    "optim.weight_decay": cfg.optim.weight_decay, "optim.warmup_steps": cfg.optim.warmup_steps}
+    for key, value in non_negative.items():
+        if not value >= 0 or value == float("inf"):
+            raise ConfigError(f"{key} must be >= 0, got {value}")
 
 
 def to_yaml(cfg: RunConfig) -> str:

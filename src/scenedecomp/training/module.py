@@ -65,6 +65,9 @@ class SceneDecompModule(L.LightningModule):
         if hasattr(self.model, "set_step"):
             self.model.set_step(self.global_step)
         out = self(batch["image"])
+        guard = getattr(self, "divergence_guard", None)  # training/safety.py, attached by run.train
+        if guard is not None and guard.check_loss(self, out):
+            return None  # trainer.skip_nonfinite_steps: this step makes no update
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"non-finite loss at step {self.global_step}: {out.loss.item()}")
         b = batch["image"].shape[0]

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import pickle
 import platform
@@ -21,17 +23,29 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import DatasetError, open_dataset
 from .config import ConfigError, RunConfig, to_yaml, validate
 from .module import SceneDecompModule, batch_metrics
+from .safety import (
+    RUN_MARKER,
+    AtomicCheckpointIO,
+    DivergenceError,
+    DivergenceGuard,
+    ResumableSampler,
+    ResumeState,
+    atomic_write_text,
+    remove_stale_temp_files,
+)
 
 
 class RunError(ValueError):
@@ -54,10 +68,14 @@ def open_split(cfg: RunConfig, split: str) -> Dataset:
 
 
 def make_loader(cfg: RunConfig, dataset: Dataset, train: bool) -> DataLoader:
+    """Training: a :class:`~.safety.ResumableSampler` (order a function of seed and epoch, so ``--resume``
+    continues mid-epoch). Both: their own generator for worker seeds, so no loader draws from the global
+    RNG (a resumed run then continues the same random stream)."""
     batch = cfg.data.batch_size if train else (cfg.data.eval_batch_size or cfg.data.batch_size)
-    generator = torch.Generator().manual_seed(cfg.seed) if train else None
+    generator = torch.Generator().manual_seed(cfg.seed)
+    sampler = ResumableSampler(len(dataset), cfg.seed, batch) if train else None
     workers = cfg.data.num_workers
-    return DataLoader(dataset, batch_size=batch, shuffle=train, drop_last=train and len(dataset) >= batch,
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=train and len(dataset) >= batch,
                       num_workers=workers, persistent_workers=workers > 0, generator=generator)
 
 
@@ -72,13 +90,18 @@ def _image_shape(dataset: Dataset, source: str) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------------------------- files
 def write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(_nan_to_none(payload), fh, indent=2, sort_keys=True, allow_nan=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (temp file in the same folder, then rename; mode from the umask).
+
+    A target that cannot be written (a directory, a read-only place) raises :class:`RunError`, leaving
+    no temp file behind."""
+    path = Path(path)
+    if path.is_dir():
+        raise RunError(f"{path}: is a directory; give a .json file path")
+    text = json.dumps(_nan_to_none(payload), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise RunError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
 def _nan_to_none(value):
@@ -132,7 +155,11 @@ def environment(cfg: RunConfig) -> dict:
 
 def prepare_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> Path:
     """Check the run directory can be used, before anything is written."""
-    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
+    out_dir = Path(cfg.out_dir).expanduser()
+    run_dir = out_dir / cfg.name
+    if Path(cfg.name).is_absolute() or ".." in Path(cfg.name).parts or not \
+            os.path.abspath(run_dir).startswith(os.path.join(os.path.abspath(out_dir), "")):
+        raise RunError(f"name={cfg.name}: a run name must stay inside out_dir ({out_dir})")
     exists = run_dir.exists() and any(run_dir.iterdir()) if run_dir.is_dir() else run_dir.exists()
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir}: exists and is not a directory")
@@ -142,8 +169,9 @@ def prepare_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> Path:
         raise RunError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
     if resume:  # refuse a crafted or foreign checkpoint before Lightning unpickles it
         read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    if exists and overwrite and not (run_dir / "config.yaml").is_file():
-        raise RunError(f"{run_dir}: refusing to overwrite a directory that is not a scenedecomp run")
+    if exists and overwrite and not resume and not (run_dir / RUN_MARKER).is_file():
+        raise RunError(f"{run_dir}: refusing to overwrite a directory that is not a scenedecomp run "
+                       f"(no {RUN_MARKER} marker file)")
     probe_dir = run_dir if run_dir.is_dir() else _first_existing_parent(run_dir)
     if not probe_dir.is_dir():
         raise RunError(f"{run_dir}: cannot create the run directory ({probe_dir} is not a directory)")
@@ -186,10 +214,15 @@ def find_run(path: str | os.PathLike) -> tuple[Path, Path, RunConfig]:
 
     try:
         cfg = load_config(cfg_file) if cfg_file.is_file() else _config_from_dict(stored)
-    except ConfigError as err:
-        raise RunError(str(err)) from None
-    if asdict(cfg.model) != asdict(_config_from_dict(stored).model):
+        trained = _config_from_dict(stored)
+    except (ConfigError, OmegaConfBaseException) as err:
+        raise RunError(f"{ckpt}: {str(err).splitlines()[0]}") from None
+    if asdict(cfg.model) != asdict(trained.model):
         raise RunError(f"{ckpt}: checkpoint does not match {cfg_file} (model settings differ)")
+    size = (state.get("hyper_parameters") or {}).get("image_size", trained.data.image_size)
+    if cfg.data.image_size != size:
+        raise RunError(f"{ckpt}: checkpoint was trained on {size}x{size} images but {cfg_file} says "
+                       f"data.image_size: {cfg.data.image_size}")
     return run_dir, ckpt, cfg
 
 
@@ -222,7 +255,11 @@ def load_module(ckpt: Path, cfg: RunConfig) -> SceneDecompModule:
     hp = state.get("hyper_parameters", {})
     module = SceneDecompModule(asdict(cfg), hp.get("in_channels", 3), hp.get("image_size", cfg.data.image_size),
                                tuple(hp.get("background_labels", (0,))))
-    result = module.load_state_dict(state["state_dict"], strict=False)
+    try:
+        result = module.load_state_dict(state["state_dict"], strict=False)
+    except RuntimeError as err:  # same keys, other shapes: "size mismatch for model.x: ..."
+        detail = next((line.strip() for line in str(err).splitlines() if "mismatch" in line), "shapes differ")
+        raise RunError(f"{ckpt}: checkpoint does not match the config ({detail[:200]})") from None
     problems = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in result.unexpected_keys]
     if problems:
         raise RunError(f"{ckpt}: checkpoint does not match the config ({'; '.join(problems[:3])})")
@@ -300,16 +337,22 @@ def visualize(path: str | os.PathLike, out_dir: str | os.PathLike, split: str = 
     """Write decomposition figures (and AIR box figures) for the first images of ``split``."""
     from ..viz.figures import boxes_figure, decomposition_figure, save_figure
 
+    if num_images < 1:
+        raise RunError(f"--num-images must be at least 1, got {num_images}")
     run_dir, ckpt, cfg = find_run(path)
     dataset = open_split(cfg, split)
     module = load_module(ckpt, cfg)
     out_dir = Path(out_dir)
-    try:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"{out_dir}: exists and is not a directory")
+    probe_dir = _first_existing_parent(out_dir)
+    try:  # a real write probe before anything is created
+        fd, probe = tempfile.mkstemp(prefix=".scenedecomp-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise RunError(f"{out_dir}: cannot create output directory ({err.strerror})") from None
-    if not os.access(out_dir, os.W_OK):
-        raise RunError(f"{out_dir}: output directory is not writable")
+        raise RunError(f"{out_dir}: output directory is not writable ({err.strerror or err})") from None
     n = min(num_images, len(dataset))
     images = torch.stack([dataset[i]["image"] for i in range(n)])
     with torch.no_grad():
@@ -328,15 +371,64 @@ def visualize(path: str | os.PathLike, out_dir: str | os.PathLike, split: str = 
 def train(cfg: RunConfig, overwrite: bool = False, resume: bool = False, quiet: bool = False) -> dict:
     """Train ``cfg`` to its step or time budget, then evaluate on the test split and draw figures.
 
+    Everything that can be refused (config, data, Lightning's trainer settings) is checked before the run
+    directory is written. A divergence (:class:`~.safety.DivergenceError`) or a failing DataLoader worker
+    becomes a one-line :class:`RunError`. ``quiet`` also silences Lightning's info lines and warnings.
     Returns the test metrics (also written to ``metrics.json``).
     """
+    with _quiet_lightning(quiet):
+        try:
+            return _train(cfg, overwrite, resume, quiet)
+        except DivergenceError as err:
+            raise RunError(str(err)) from None
+        except Exception as err:  # noqa: BLE001 - only DataLoader worker failures are translated
+            line = _worker_failure(err)
+            if line is None:
+                raise
+            raise RunError(line) from None
+
+
+def _worker_failure(err: BaseException) -> str | None:
+    """One line for an exception re-raised from a DataLoader worker (its last traceback line), else None."""
+    text = str(err)
+    if "DataLoader worker" not in text:
+        return None
+    if "Original Traceback" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        last = lines[-1]
+        for prefix in ("scenedecomp.data.DatasetError: ", "scenedecomp.data.contract.BatchError: "):
+            last = last.removeprefix(prefix)
+        return f"data loader worker failed: {last}"
+    return f"data loader worker failed: {text.splitlines()[0]}"
+
+
+@contextlib.contextmanager
+def _quiet_lightning(quiet: bool):
+    """With ``quiet``: Lightning's loggers at ERROR and Python warnings ignored, restored afterwards."""
+    if not quiet:
+        yield
+        return
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+    levels = {name: logging.getLogger(name).level for name in names}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+
+
+def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from ..viz.figures import curve_figure, save_figure
 
     run_dir = prepare_run_dir(cfg, overwrite, resume)
+    precision = cfg.trainer.precision
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     # open everything that can fail before the run directory is touched
@@ -349,48 +441,40 @@ def train(cfg: RunConfig, overwrite: bool = False, resume: bool = False, quiet: 
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
 
-    if overwrite and run_dir.is_dir() and not resume:
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    write_json(run_dir / "env.json", environment(cfg))
-    if not resume:
-        (run_dir / "history.jsonl").unlink(missing_ok=True)
-
     from .callbacks import DecompositionImageCallback, HistoryCallback
 
     t = cfg.trainer
     fixed_images = torch.stack([val_set[i]["image"] for i in range(min(4, len(val_set)))])
+    train_loader, val_loader = make_loader(cfg, train_set, True), make_loader(cfg, val_set, False)
+    sampler = train_loader.sampler
+    guard = DivergenceGuard(run_dir, sampler, skip=t.skip_nonfinite_steps)
+    module.divergence_guard = guard
     callbacks = [
+        ResumeState(sampler, len(train_loader)),
+        guard,
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
                         every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=-1, save_last=True),
         HistoryCallback(run_dir / "history.jsonl"),
         DecompositionImageCallback(fixed_images, t.image_log_every_n_steps),
         LearningRateMonitor(logging_interval="step"),
     ]
-    trainer = L.Trainer(
-        default_root_dir=run_dir,
-        max_steps=t.max_steps,
-        max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
-        max_epochs=-1,
-        val_check_interval=t.val_every_n_steps,
-        check_val_every_n_epoch=None,
-        limit_val_batches=t.val_batches if t.val_batches else 1.0,
-        num_sanity_val_steps=0,
-        log_every_n_steps=t.log_every_n_steps,
-        precision=t.precision,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        gradient_clip_val=cfg.optim.grad_clip_norm,
-        logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
-        callbacks=callbacks,
-        enable_progress_bar=t.progress_bar and not quiet,
-        enable_model_summary=not quiet,
-        deterministic=False,
-    )
+    try:  # Lightning checks accelerator/devices/strategy/precision here, before anything is written
+        trainer = _make_trainer(cfg, run_dir, precision, callbacks, quiet)
+    except Exception as err:  # noqa: BLE001 - MisconfigurationException, ValueError, RuntimeError
+        raise ConfigError(f"trainer: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
+
+    if overwrite and run_dir.is_dir() and not resume:
+        shutil.rmtree(run_dir)  # prepare_run_dir checked that it carries our run marker
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / RUN_MARKER, "a scenedecomp run directory; `train --overwrite` may delete it\n")
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    write_json(run_dir / "env.json", environment(cfg))
+    if not resume:
+        (run_dir / "history.jsonl").unlink(missing_ok=True)
+    remove_stale_temp_files(run_dir / "checkpoints")  # a save that was killed midway
+
     start = time.perf_counter()
-    trainer.fit(module, make_loader(cfg, train_set, True), make_loader(cfg, val_set, False),
+    trainer.fit(module, train_loader, val_loader,
                 ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if resume else None, weights_only=True)
     train_seconds = time.perf_counter() - start
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # full state, for --resume
@@ -400,7 +484,39 @@ def train(cfg: RunConfig, overwrite: bool = False, resume: bool = False, quiet: 
                                           "train_steps": trainer.global_step})
     metrics = evaluate(run_dir, "test", progress=not quiet)
     visualize(run_dir, run_dir / "figures", split="test", num_images=8)
-    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
+    history_file = run_dir / "history.jsonl"  # absent when the run ended before its first validation
+    history = [json.loads(line) for line in history_file.read_text().splitlines() if line.strip()] \
+        if history_file.is_file() else []
     if history:
         save_figure(curve_figure(history), run_dir / "figures" / "validation_curve.png")
     return metrics
+
+
+def _make_trainer(cfg: RunConfig, run_dir: Path, precision: str, callbacks: list, quiet: bool):
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    t = cfg.trainer
+    return L.Trainer(
+        default_root_dir=run_dir,
+        max_steps=t.max_steps,
+        max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
+        max_epochs=-1,
+        val_check_interval=t.val_every_n_steps,
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.val_batches if t.val_batches else 1.0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps,
+        precision=precision,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        plugins=[AtomicCheckpointIO()],
+        gradient_clip_val=cfg.optim.grad_clip_norm,
+        logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
+        callbacks=callbacks,
+        enable_progress_bar=t.progress_bar and not quiet,
+        enable_model_summary=not quiet,
+        deterministic=False,
+    )

@@ -114,6 +114,9 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi, format="png")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; a figure gets the umask's mode
         os.replace(tmp, path)
     finally:
         plt.close(fig)
