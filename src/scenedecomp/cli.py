@@ -28,7 +28,10 @@ def _print_summary(metrics: dict, where: str) -> None:
             parts.append(f"{key.upper() if key != 'count_accuracy' else 'count acc'} {value:.4f}"
                          if key != "mse" else f"MSE {value:.2e}")
     if "train_seconds" in metrics:
-        parts.append(f"train {metrics['train_seconds'] / 60:.1f} min ({metrics.get('train_steps', '?')} steps)")
+        parts.append(f"train {metrics['train_seconds'] / 60:.1f} min ({metrics.get('train_steps', '?')} steps")
+        if "train_images_per_s" in metrics:
+            parts[-1] += f", {metrics['train_images_per_s']:.0f} images/s, {metrics.get('precision', '?')}"
+        parts[-1] += ")"
     print(f"[{metrics.get('split', 'test')}, {metrics.get('num_images', '?')} images] " + ", ".join(parts))
     if "_path" in metrics:
         print(f"metrics written to {metrics['_path']}; run directory: {where}")

@@ -1,21 +1,49 @@
-"""Training-step throughput of a model against the machine's fp32 matmul rate, measured in one run.
+"""Training-step throughput of a model, in several execution settings side by side, in one run.
 
-JSON fields: ``images_per_s`` (training, forward+backward+optimiser), ``flops_per_step`` (forward+backward,
-``torch.utils.flop_counter``), ``achieved_gflops`` (flops_per_step / step time), ``matmul_gflops`` (a
-large fp32 matmul on the same device and threads), and ``fraction_of_matmul_peak``.
+Each *variant* is measured in a fresh Python subprocess (the allocator setting cannot be undone inside
+a process, and a compiled model should not share caches with an eager one):
+
+========== ========= ======= ================ ===============
+variant    precision compile decoder layout   glibc malloc
+========== ========= ======= ================ ===============
+fp32       fp32      no      default (NCHW)   default
+fp32-tuned fp32      no      channels-last    tuned thresholds
+bf16       bf16      no      channels-last    default
+bf16-tuned bf16      no      channels-last    tuned thresholds
+compiled   bf16      yes     channels-last    tuned thresholds
+========== ========= ======= ================ ===============
+
+``fp32`` is the training step as it was before the speed work; ``bf16-tuned`` is what ``scenedecomp
+train`` does by default on a CPU with AMX/AVX512-BF16. A step is forward + backward + Adam update of
+the preset's model on a fixed random batch (bf16 variants under ``torch.autocast``). Per variant the
+JSON has ``images_per_s``, ``step_seconds_median`` and ``achieved_gflops`` (forward+backward FLOPs from
+``torch.utils.flop_counter`` divided by the step time); compiled variants add ``compile_seconds`` (the
+first step, with the inductor cache as found) for a cold and a warm cache. The parent measures the
+fp32 and bf16 matmul peaks on the same threads, so ``fraction_of_bf16_peak`` and ``speedup`` (images/s
+over the ``fp32`` variant) are ratios taken in one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
 
-from ..models import build_model
-from ..training.config import load_config
+VARIANTS = {
+    "fp32": {"precision": "fp32", "compile": False, "channels_last": False, "malloc": False},
+    "fp32-tuned": {"precision": "fp32", "compile": False, "channels_last": True, "malloc": True},
+    "bf16": {"precision": "bf16", "compile": False, "channels_last": True, "malloc": False},
+    "bf16-tuned": {"precision": "bf16", "compile": False, "channels_last": True, "malloc": True},
+    "compiled": {"precision": "bf16", "compile": True, "channels_last": True, "malloc": True},
+}
+DEFAULT_VARIANTS = ("fp32", "fp32-tuned", "bf16", "bf16-tuned")
 
 
 def _sync(device: torch.device) -> None:
@@ -23,10 +51,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
-    """Best-of-``repeats`` fp32 GFLOP/s of a ``size x size`` matmul."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5,
+                  dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-``repeats`` GFLOP/s of a ``size x size`` matmul in ``dtype``."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b
     _sync(device)
     best = float("inf")
@@ -39,7 +68,7 @@ def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> f
 
 
 def step_flops(model: torch.nn.Module, images: torch.Tensor) -> int:
-    """Forward+backward FLOPs of one training step."""
+    """Forward+backward FLOPs of one training step (counted in fp32; the same count in bf16)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
@@ -49,27 +78,40 @@ def step_flops(model: torch.nn.Module, images: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def run_step_benchmark(preset: str | None = None, overrides: tuple[str, ...] = (), image_size: int = 64,
-                       num_slots: int = 7, batch_size: int = 64, steps: int = 10, warmup: int = 2,
-                       compile: bool = False, device: str = "auto", threads: int | None = None) -> dict:
-    """Measure training throughput (paper MONet config by default: 64x64, K=7, batch 64)."""
+def measure_variant(variant: str, preset: str | None, overrides: tuple[str, ...], image_size: int, num_slots: int,
+                    batch_size: int, steps: int, warmup: int, device: str, threads: int | None) -> dict:
+    """Time one variant in this process (call it in a fresh process: it may tune malloc)."""
+    from ..models import build_model
+    from ..training.config import load_config
+    from ..training.hardware import tune_malloc
+
+    spec = VARIANTS[variant]
+    malloc_ok = tune_malloc() if spec["malloc"] else False
     if threads:
         torch.set_num_threads(threads)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    cfg = load_config(preset, [f"model.num_slots={num_slots}", f"data.image_size={image_size}", *overrides])
+    dev = torch.device(device)
+    cfg = load_config(preset, [f"model.num_slots={num_slots}", f"data.image_size={image_size}",
+                               f"model.component.channels_last={spec['channels_last']}", *overrides])
     torch.manual_seed(0)
     model = build_model(cfg.model, 3, image_size).to(dev)
     images = torch.rand(batch_size, 3, image_size, image_size, device=dev)
     flops = step_flops(model, images)
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=cfg.optim.lr)
-    forward = torch.compile(model) if compile else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    if spec["compile"]:
+        model.compile()
+    bf16 = spec["precision"] == "bf16"
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        forward(images).loss.backward()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(images)
+        out.loss.backward()
         optimizer.step()
 
+    start = time.perf_counter()
+    step()
+    _sync(dev)
+    first = time.perf_counter() - start
     for _ in range(warmup):
         step()
     _sync(dev)
@@ -80,40 +122,87 @@ def run_step_benchmark(preset: str | None = None, overrides: tuple[str, ...] = (
         _sync(dev)
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    peak = matmul_gflops(dev)
-    achieved = flops / median / 1e9
-    return {
-        "benchmark": "train_step",
-        "model": cfg.model.name,
-        "attention": cfg.model.attention.type,
-        "preset": preset,
-        "image_size": image_size,
-        "num_slots": num_slots,
-        "batch_size": batch_size,
-        "compile": compile,
-        "device": str(dev),
-        "threads": torch.get_num_threads(),
-        "steps_timed": steps,
-        "step_seconds_median": round(median, 4),
-        "step_seconds_all": [round(t, 4) for t in times],
-        "images_per_s": round(batch_size / median, 2),
-        "flops_per_step": flops,
-        "achieved_gflops": round(achieved, 2),
-        "matmul_gflops": round(peak, 2),
-        "fraction_of_matmul_peak": round(achieved / peak, 4),
-        "torch": torch.__version__,
-    }
+    result = {**spec, "variant": variant, "malloc_tuned": malloc_ok, "first_step_seconds": round(first, 2),
+              "step_seconds_median": round(median, 4), "step_seconds_all": [round(t, 4) for t in times],
+              "images_per_s": round(batch_size / median, 2), "flops_per_step": flops,
+              "achieved_gflops": round(flops / median / 1e9, 2)}
+    return result
+
+
+def _run_child(variant: str, args: dict, env: dict | None = None) -> dict:
+    cmd = [sys.executable, "-m", "scenedecomp.bench.monet_step", "--child", variant, json.dumps(args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"benchmark variant {variant} failed: {last}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_step_benchmark(preset: str | None = None, overrides: tuple[str, ...] = (), image_size: int = 64,
+                       num_slots: int = 7, batch_size: int = 64, steps: int = 10, warmup: int = 2,
+                       variants: tuple[str, ...] = DEFAULT_VARIANTS, device: str = "auto",
+                       threads: int | None = None) -> dict:
+    """Measure every variant in its own process; return one JSON-able dict (paper config by default)."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    args = {"preset": preset, "overrides": list(overrides), "image_size": image_size, "num_slots": num_slots,
+            "batch_size": batch_size, "steps": steps, "warmup": warmup, "device": str(dev),
+            "threads": torch.get_num_threads()}
+    results = []
+    for variant in variants:
+        if VARIANTS[variant]["compile"]:
+            with tempfile.TemporaryDirectory() as cache:  # first a cold inductor cache, then warm
+                env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+                cold = _run_child(variant, args, env)
+                warm = _run_child(variant, args, env)
+            warm.update(compile_seconds_cold=cold["first_step_seconds"],
+                        compile_seconds_warm=warm["first_step_seconds"])
+            results.append(warm)
+        else:
+            results.append(_run_child(variant, args))
+    fp32_peak = matmul_gflops(dev)
+    bf16_peak = matmul_gflops(dev, dtype=torch.bfloat16)
+    base = next((r["images_per_s"] for r in results if r["variant"] == "fp32"), None)
+    for r in results:
+        r["fraction_of_bf16_peak"] = round(r["achieved_gflops"] / bf16_peak, 4)
+        r["fraction_of_fp32_peak"] = round(r["achieved_gflops"] / fp32_peak, 4)
+        if base:
+            r["speedup"] = round(r["images_per_s"] / base, 2)
+    return {"benchmark": "train_step", "preset": preset, "overrides": list(overrides), "image_size": image_size,
+            "num_slots": num_slots, "batch_size": batch_size, "device": str(dev), "threads": args["threads"],
+            "steps_timed": steps, "matmul_gflops_fp32": round(fp32_peak, 1), "matmul_gflops_bf16": round(bf16_peak, 1),
+            "torch": torch.__version__, "variants": results}
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table of the variants."""
+    lines = [f"{result['preset'] or 'paper MONet'}: {result['image_size']}x{result['image_size']}, "
+             f"K={result['num_slots']}, batch {result['batch_size']}, {result['threads']} threads on "
+             f"{result['device']}; matmul peak fp32 {result['matmul_gflops_fp32']} / bf16 "
+             f"{result['matmul_gflops_bf16']} GFLOP/s",
+             f"{'variant':11s} {'step s':>7s} {'img/s':>8s} {'speedup':>7s} {'GFLOP/s':>8s} {'%bf16pk':>7s}"
+             f" {'compile s (cold/warm)':>21s}"]
+    for r in result["variants"]:
+        compile_s = (f"{r['compile_seconds_cold']:.0f} / {r['compile_seconds_warm']:.0f}"
+                     if "compile_seconds_cold" in r else "-")
+        lines.append(f"{r['variant']:11s} {r['step_seconds_median']:7.3f} {r['images_per_s']:8.1f} "
+                     f"{r.get('speedup', float('nan')):7.2f} {r['achieved_gflops']:8.1f} "
+                     f"{100 * r['fraction_of_bf16_peak']:6.1f}% {compile_s:>21s}")
+    return "\n".join(lines)
 
 
 def add_step_parser(subparsers) -> None:
-    p = subparsers.add_parser("step", help="training images/s and GFLOP/s vs the matmul peak", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("step", help="training images/s of fp32 / bf16 / compiled / allocator variants",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="preset to start from (default: the paper MONet config)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--slots", type=int, default=7)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated subset of {', '.join(VARIANTS)}")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="also write the JSON here")
@@ -122,14 +211,39 @@ def add_step_parser(subparsers) -> None:
 
 
 def _cmd_step(args) -> int:
+    from ..training.config import ConfigError
+
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ConfigError(f"--variants: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(VARIANTS)}")
+    if args.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: no CUDA device is available")
+    from ..training.config import load_config
+
+    load_config(args.config, [f"model.num_slots={args.slots}", f"data.image_size={args.image_size}",
+                              *args.overrides])  # refuse a bad config before starting subprocesses
     result = run_step_benchmark(args.config, tuple(args.overrides), args.image_size, args.slots, args.batch_size,
-                                args.steps, compile=args.compile, device=args.device, threads=args.threads)
-    text = json.dumps(result, indent=2)
-    print(text)
+                                args.steps, variants=variants, device=args.device, threads=args.threads)
+    print(format_table(result))
     if args.out:
         from pathlib import Path
 
         from ..training.run import write_json
 
         write_json(Path(args.out), result)
+        print(f"JSON written to {args.out}")
+    else:
+        print(json.dumps(result, indent=2))
     return 0
+
+
+if __name__ == "__main__":  # a child process measuring one variant
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        options = json.loads(sys.argv[3])
+        print(json.dumps(measure_variant(sys.argv[2], options["preset"], tuple(options["overrides"]),
+                                         options["image_size"], options["num_slots"], options["batch_size"],
+                                         options["steps"], options["warmup"], options["device"],
+                                         options["threads"])))

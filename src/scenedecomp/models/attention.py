@@ -102,7 +102,8 @@ class RecurrentUNetAttention(nn.Module):
 
     Step k: ``a_k = UNet([x, log s_{k-1}])``, ``log m_k = log s_{k-1} + logsigmoid(a_k)``,
     ``log s_k = log s_{k-1} + logsigmoid(-a_k)``; the last mask is the remaining scope. K can differ
-    between training and inference.
+    between training and inference. Under autocast the U-Net runs in low precision but its logits are
+    cast to fp32 before the stick-breaking, so the log scope is accumulated in fp32.
     """
 
     recurrent = True
@@ -116,7 +117,7 @@ class RecurrentUNetAttention(nn.Module):
         log_scope = image.new_zeros(b, 1, h, w)
         log_masks = []
         for _ in range(num_slots - 1):
-            logits = self.unet(torch.cat([image, log_scope], dim=1))
+            logits = self.unet(torch.cat([image, log_scope], dim=1)).float()  # scope stays fp32 under autocast
             log_masks.append(log_scope + F.logsigmoid(logits))
             log_scope = log_scope + F.logsigmoid(-logits)
         log_masks.append(log_scope)

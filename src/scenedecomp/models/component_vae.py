@@ -29,8 +29,9 @@ class SpatialBroadcastDecoder(nn.Module):
     """
 
     def __init__(self, latent_dim: int, out_channels: int, image_size: int, hidden: int = 32,
-                 num_layers: int = 4):
+                 num_layers: int = 4, channels_last: bool = True):
         super().__init__()
+        self.channels_last = channels_last
         if num_layers < 1:
             raise ValueError("the spatial broadcast decoder needs at least one conv layer")
         self.image_size = image_size
@@ -51,6 +52,8 @@ class SpatialBroadcastDecoder(nn.Module):
         z_term = z @ weight[:, :latent_dim].sum(dim=(2, 3)).t()  # [N, hidden]
         coord_term = nn.functional.conv2d(self.grid.to(z.dtype), weight[:, latent_dim:], self.first.bias)
         hidden = coord_term + z_term[:, :, None, None]  # [N, hidden, H+2L-2, W+2L-2]
+        if self.channels_last:  # oneDNN's convolutions, above all their backward, run faster channels-last
+            hidden = hidden.contiguous(memory_format=torch.channels_last)
         return self.rest(hidden)
 
     def forward_tiled(self, z: Tensor) -> Tensor:
@@ -68,7 +71,8 @@ class ComponentVAE(nn.Module):
     Encoder: 3x3 stride-2 convs (``encoder_channels``) with ReLU, flatten, MLP ``encoder_hidden`` ->
     ``2*latent_dim`` (mean and log-variance). Decoder output: ``C`` image means passed through
     ``output_activation`` (sigmoid by default, keeping means in [0, 1] like genesis and the
-    object-centric library; ``none`` leaves them unbounded) and one mask logit.
+    object-centric library; ``none`` leaves them unbounded) and one mask logit. Both are returned in
+    fp32 even under autocast, so the mixture likelihood and the KLs are always computed in fp32.
     """
 
     def __init__(self, cfg: ComponentConfig, in_channels: int, image_size: int, latent_dim: int):
@@ -91,16 +95,16 @@ class ComponentVAE(nn.Module):
             nn.Linear(cfg.encoder_hidden, 2 * latent_dim),
         )
         self.decoder = SpatialBroadcastDecoder(latent_dim, in_channels + 1, image_size, cfg.decoder_channels,
-                                               cfg.decoder_layers)
+                                               cfg.decoder_layers, cfg.channels_last)
 
     def encode(self, image: Tensor, log_mask: Tensor) -> tuple[Tensor, Tensor]:
         """``image [N,C,H,W]``, ``log_mask [N,1,H,W]`` -> ``(mean [N,D], logvar [N,D])``."""
-        stats = self.encoder(torch.cat([image, log_mask], dim=1))
+        stats = self.encoder(torch.cat([image, log_mask], dim=1)).float()  # fp32 under autocast
         return stats.chunk(2, dim=1)
 
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """``z [N,D]`` -> ``(image means [N,C,H,W], mask logits [N,1,H,W])``."""
-        out = self.decoder(z)
+        out = self.decoder(z).float().contiguous()  # fp32 (and the default layout) for the likelihood
         means, mask_logits = out[:, : self.in_channels], out[:, self.in_channels :]
         if self.output_activation == "sigmoid":
             means = torch.sigmoid(means)

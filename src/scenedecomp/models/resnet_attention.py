@@ -289,7 +289,7 @@ class ResNetAttention(nn.Module):
             )
         if image.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got shape {tuple(image.shape)}")
-        logits = self.logits(image)[:, :, None]  # [B,L,1,H,W]
+        logits = self.logits(image)[:, :, None].float()  # [B,L,1,H,W]; masks in fp32 under autocast
         if self.mask_normalization == "softmax":
             return F.log_softmax(logits, dim=1)
         return stick_breaking_log_masks(logits)

@@ -11,24 +11,41 @@ import torch
 
 
 class HistoryCallback(L.Callback):
-    """Appends ``{step, seconds, <val metrics>}`` to ``<run_dir>/history.jsonl`` after each validation.
+    """Appends ``{step, seconds, images_per_s, <val metrics>}`` to ``<run_dir>/history.jsonl`` after each
+    validation.
 
     ``seconds`` is training wall-clock since the start of ``fit`` (validation time included), so the
-    file is the metric-vs-time curve of the run.
+    file is the metric-vs-time curve of the run. ``images_per_s`` is the training throughput since the
+    previous row (training images over wall-clock, validation time excluded).
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, batch_size: int):
         self.path = Path(path)
+        self.batch_size = batch_size
         self.start = None
+        self._mark: tuple[int, float] | None = None  # (step, clock) at the end of the last validation
+        self._val_seconds = 0.0
+        self._val_start = 0.0
 
     def on_fit_start(self, trainer, pl_module):
         self.start = time.perf_counter()
+        self._mark = (trainer.global_step, self.start)
         # a resumed run continues the same file
+
+    def on_validation_start(self, trainer, pl_module):
+        self._val_start = time.perf_counter()
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        row = {"step": trainer.global_step, "seconds": round(time.perf_counter() - self.start, 2)}
+        now = time.perf_counter()
+        row = {"step": trainer.global_step, "seconds": round(now - self.start, 2)}
+        step0, clock0 = self._mark
+        train_seconds = (self._val_start or now) - clock0
+        if trainer.global_step > step0 and train_seconds > 0:
+            row["images_per_s"] = round((trainer.global_step - step0) * self.batch_size * trainer.world_size
+                                        / train_seconds, 1)
+        self._mark = (trainer.global_step, now)
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val/"):
                 row[key[4:]] = float(value)

@@ -50,6 +50,7 @@ class ComponentConfig:
     decoder_channels: int = 32
     decoder_layers: int = 4
     output_activation: str = "sigmoid"  # sigmoid | none
+    channels_last: bool = True  # broadcast decoder memory layout (speed only: the same computation)
 
 
 @dataclass
@@ -123,7 +124,9 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 5000
     log_every_n_steps: int = 50
     image_log_every_n_steps: int = 1000
-    precision: str = "32-true"
+    # auto: bf16-mixed on CPUs with AMX/AVX512-BF16 and bf16-capable GPUs (MONet), else 32-true;
+    # or any Lightning precision string (see training/hardware.py)
+    precision: str = "auto"
     accelerator: str = "auto"
     devices: str = "auto"  # "auto", a count ("2") or a list ("0,1"); per node (see docs/scale-out.md)
     num_nodes: int = 1
@@ -235,6 +238,11 @@ def validate(cfg: RunConfig) -> None:
     for key in ("lr",):
         if getattr(cfg.optim, key) <= 0:
             raise ConfigError(f"optim.{key} must be positive")
+    from .hardware import PRECISIONS
+
+    if str(cfg.trainer.precision) not in PRECISIONS:
+        raise ConfigError(f"trainer.precision: unknown {cfg.trainer.precision!r}; "
+                          f"expected one of {', '.join(PRECISIONS)}")
     if cfg.data.batch_size < 1:
         raise ConfigError("data.batch_size must be at least 1")
     if cfg.data.image_size < 8:

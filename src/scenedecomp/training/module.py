@@ -107,7 +107,10 @@ class SceneDecompModule(L.LightningModule):
             optimizer = torch.optim.RMSprop(groups, **kwargs)
         else:  # the fused Adam kernel (CPU and CUDA) is several times faster than the per-tensor loop
             adam = torch.optim.Adam if opt_cfg.name == "adam" else torch.optim.AdamW
-            optimizer = adam(groups, fused=self._fused_ok(), **kwargs)
+            # Lightning refuses gradient clipping with a fused optimiser under mixed precision
+            precision = str(getattr(self._trainer, "precision", "32-true")) if self._trainer else "32-true"
+            clipping_mixed = bool(opt_cfg.grad_clip_norm) and "mixed" in precision
+            optimizer = adam(groups, fused=self._fused_ok() and not clipping_mixed, **kwargs)
         total = max(self.cfg.trainer.max_steps, 1)
 
         def factor(step: int) -> float:

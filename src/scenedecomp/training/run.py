@@ -305,6 +305,9 @@ def evaluate_module(module: SceneDecompModule, loader: DataLoader, background_la
 def evaluate(path: str | os.PathLike, split: str = "test", num_slots: int | None = None,
              batch_size: int | None = None, out: str | os.PathLike | None = None, progress: bool = True) -> dict:
     """Evaluate a run directory or checkpoint on ``split``; write and return the metrics."""
+    from .hardware import tune_malloc
+
+    tune_malloc()
     run_dir, ckpt, cfg = find_run(path)
     if num_slots is not None and num_slots < 2:
         raise RunError(f"--num-slots: K must be at least 2, got {num_slots}")
@@ -323,7 +326,7 @@ def evaluate(path: str | os.PathLike, split: str = "test", num_slots: int | None
                     or cfg.model.num_slots, "eval_seconds": round(time.perf_counter() - start, 2)})
     target = Path(out) if out else run_dir / ("metrics.json" if split == "test" else f"metrics_{split}.json")
     previous = json.loads(target.read_text()) if target.is_file() else {}
-    for key in ("train_seconds", "train_steps"):  # keep what training recorded
+    for key in ("train_seconds", "train_steps", "train_images_per_s", "precision"):  # keep what training recorded
         if key in previous:
             metrics[key] = previous[key]
     write_json(target, metrics)
@@ -426,9 +429,11 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from ..viz.figures import curve_figure, save_figure
+    from .hardware import resolve_precision, tune_malloc
 
     run_dir = prepare_run_dir(cfg, overwrite, resume)
-    precision = cfg.trainer.precision
+    tune_malloc()
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator, cfg.model.name)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     # open everything that can fail before the run directory is touched
@@ -454,7 +459,7 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
         guard,
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
                         every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=-1, save_last=True),
-        HistoryCallback(run_dir / "history.jsonl"),
+        HistoryCallback(run_dir / "history.jsonl", cfg.data.batch_size),
         DecompositionImageCallback(fixed_images, t.image_log_every_n_steps),
         LearningRateMonitor(logging_interval="step"),
     ]
@@ -468,11 +473,18 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / RUN_MARKER, "a scenedecomp run directory; `train --overwrite` may delete it\n")
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    write_json(run_dir / "env.json", environment(cfg))
+    from .hardware import cpu_has_fast_bf16
+
+    write_json(run_dir / "env.json", {**environment(cfg), "precision": precision, "malloc_tuned": tune_malloc(),
+                                      "cpu_fast_bf16": cpu_has_fast_bf16()})
     if not resume:
         (run_dir / "history.jsonl").unlink(missing_ok=True)
+    else:  # validation rows written after the checkpoint we resume from are redone by this run
+        _truncate_history(run_dir / "history.jsonl", read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+                          .get("global_step", 0))
     remove_stale_temp_files(run_dir / "checkpoints")  # a save that was killed midway
 
+    start_step = int(read_checkpoint(run_dir / "checkpoints" / "last.ckpt").get("global_step", 0)) if resume else 0
     start = time.perf_counter()
     trainer.fit(module, train_loader, val_loader,
                 ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if resume else None, weights_only=True)
@@ -480,8 +492,10 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # full state, for --resume
     if not trainer.is_global_zero:
         return {}
-    write_json(run_dir / "metrics.json", {"train_seconds": round(train_seconds, 1),
-                                          "train_steps": trainer.global_step})
+    images = (trainer.global_step - start_step) * cfg.data.batch_size * trainer.world_size
+    write_json(run_dir / "metrics.json", {"train_seconds": round(train_seconds, 1), "train_steps": trainer.global_step,
+                                          "train_images_per_s": round(images / max(train_seconds, 1e-9), 1),
+                                          "precision": precision})
     metrics = evaluate(run_dir, "test", progress=not quiet)
     visualize(run_dir, run_dir / "figures", split="test", num_images=8)
     history_file = run_dir / "history.jsonl"  # absent when the run ended before its first validation
@@ -490,6 +504,15 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     if history:
         save_figure(curve_figure(history), run_dir / "figures" / "validation_curve.png")
     return metrics
+
+
+def _truncate_history(path: Path, step: int) -> None:
+    """Keep the rows of ``history.jsonl`` up to ``step`` (atomically)."""
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in rows if json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(rows):
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _make_trainer(cfg: RunConfig, run_dir: Path, precision: str, callbacks: list, quiet: bool):

@@ -1,0 +1,94 @@
+"""What the machine can do fast, and the process settings that use it.
+
+- :func:`cpu_has_fast_bf16`: the CPU has bf16 matrix instructions (AMX-BF16 or AVX512-BF16), so
+  oneDNN runs bf16 convolutions and matmuls several times faster than fp32.
+- :func:`resolve_precision`: turns ``trainer.precision: auto`` into a Lightning precision string.
+- :func:`tune_malloc`: raises glibc's mmap and trim thresholds so large activation buffers are reused
+  from the heap instead of being mmap'd, page-faulted and unmapped again at every step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import sys
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "64")
+
+# models whose numerics were validated under bf16 autocast (tests/test_precision.py); others get fp32
+BF16_MODELS = ("monet",)
+
+_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+# the largest mmap threshold glibc accepts on 64-bit (HEAP_MAX_SIZE / 2); larger values are refused
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
+TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024
+TOP_PAD_BYTES = 64 * 1024 * 1024
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where it does not exist)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has AMX-BF16 or AVX512-BF16 (bf16 dot products in hardware)."""
+    flags = cpu_flags()
+    if flags:
+        return bool({"amx_bf16", "avx512_bf16"} & flags)
+    try:  # not Linux: ask oneDNN
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, accelerator: str, model_name: str) -> str:
+    """``auto`` -> ``bf16-mixed`` where bf16 is fast and validated for the model, else ``32-true``.
+
+    On CUDA ``auto`` means bf16-mixed when the GPU supports bf16; on a CPU, when it has AMX-BF16 or
+    AVX512-BF16. Any other value is returned unchanged.
+    """
+    if precision != "auto":
+        return precision
+    if model_name not in BF16_MODELS:
+        return "32-true"
+    use_cuda = accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
+
+
+@functools.cache
+def tune_malloc() -> bool:
+    """Raise glibc's mmap/trim thresholds for this process; True if glibc accepted them.
+
+    The same effect as starting Python with ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set,
+    applied from inside the process (it affects allocations made after the call). A no-op returning
+    False where the C library is not glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    ok &= mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
+    ok &= mallopt(_M_TOP_PAD, TOP_PAD_BYTES) == 1
+    return bool(ok)

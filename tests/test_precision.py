@@ -1,0 +1,123 @@
+"""Precision and speed settings: bf16 autocast and compiled losses against fp32 eager, precision
+resolution, the allocator setting, and the channels-last decoder computing the same function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scenedecomp.models import build_model
+from scenedecomp.models.component_vae import SpatialBroadcastDecoder
+from scenedecomp.training import hardware
+from scenedecomp.training.config import ConfigError, load_config
+
+TINY = ["model.attention.channels=[8,8,8]", "model.attention.mlp_hidden=[16]",
+        "model.component.encoder_channels=[8,8]", "model.component.encoder_hidden=16",
+        "model.component.decoder_channels=8", "model.latent_dim=4", "model.num_slots=3"]
+
+# bf16 keeps 8 bits of mantissa: ~0.4 % per rounding; the loss is a sum over 16x16x3 pixel terms whose
+# errors partly cancel. Stated tolerance of the bf16-mixed loss against the fp32 eager loss:
+BF16_LOSS_RTOL = 0.02
+COMPILED_LOSS_RTOL = 1e-4
+
+
+def _model_and_batch(seed: int = 0):
+    cfg = load_config("monet-demo", TINY)
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, 3, 16).eval()
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(seed + 1))
+    return model, images
+
+
+def _bf16(fn):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return fn()
+
+
+def test_bf16_loss_terms_stay_close_to_fp32_and_masks_stay_exact():
+    model, images = _model_and_batch()
+    with torch.no_grad():
+        ref = model(images)
+        low = _bf16(lambda: model(images))
+    assert low.loss.dtype == torch.float32 and low.log_masks.dtype == torch.float32
+    torch.testing.assert_close(low.loss, ref.loss, rtol=BF16_LOSS_RTOL, atol=0)
+    for name in ("nll", "kl_z"):
+        torch.testing.assert_close(low.loss_terms[name], ref.loss_terms[name], rtol=BF16_LOSS_RTOL, atol=0.5)
+    # stick-breaking runs in fp32 even under autocast: masks still sum to one to fp32 precision
+    torch.testing.assert_close(low.log_masks.exp().sum(1), torch.ones(6, 1, 16, 16), rtol=0, atol=1e-5)
+    assert not torch.allclose(low.loss, ref.loss, rtol=0, atol=0), "autocast did not change anything"
+
+
+def test_bf16_training_loss_goes_down_like_fp32():
+    gen = torch.Generator().manual_seed(3)
+    data = torch.rand(4, 8, 3, 1, 1, generator=gen).expand(4, 8, 3, 16, 16).clone()  # plain backgrounds
+    data[:, :, :, 4:9, 4:9] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]  # and a red square
+
+    def train(bf16: bool) -> list[float]:
+        model, _ = _model_and_batch()
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+        torch.manual_seed(7)  # the same latent noise for both runs
+        losses = []
+        for step in range(40):
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(data[step % 4])
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            optimizer.step()
+            losses.append(out.loss.item())
+        return losses
+
+    fp32, bf16 = train(False), train(True)
+    first, last = sum(fp32[:4]) / 4, sum(fp32[-4:]) / 4
+    first_b, last_b = sum(bf16[:4]) / 4, sum(bf16[-4:]) / 4
+    assert last < 0.8 * first, "fp32 did not learn"
+    assert last_b < 0.8 * first_b, "bf16 did not learn"
+    assert abs(last_b - last) / last < 0.05, (last, last_b)
+
+
+def test_channels_last_decoder_is_the_same_function():
+    torch.manual_seed(0)
+    decoder = SpatialBroadcastDecoder(4, 4, 12, hidden=8, num_layers=3, channels_last=True)
+    z = torch.randn(5, 4)
+    out = decoder(z)
+    decoder.channels_last = False
+    torch.testing.assert_close(out, decoder(z), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, decoder.forward_tiled(z), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_loss_equals_eager():
+    model, images = _model_and_batch()
+    with torch.no_grad():
+        ref = model(images).loss
+        model.compile()
+        compiled = model(images).loss
+    torch.testing.assert_close(compiled, ref, rtol=COMPILED_LOSS_RTOL, atol=0)
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert hardware.resolve_precision("auto", "auto", "monet") == "bf16-mixed"
+    assert hardware.resolve_precision("auto", "cpu", "air") == "32-true", "AIR is not validated in bf16"
+    assert hardware.resolve_precision("32-true", "auto", "monet") == "32-true", "explicit values are kept"
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    assert hardware.resolve_precision("auto", "auto", "monet") == "bf16-mixed"
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert hardware.resolve_precision("auto", "auto", "monet") == "32-true"
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ConfigError, match="trainer.precision"):
+        load_config("monet-demo", ["trainer.precision=bf17"])
+
+
+def test_tune_malloc_is_accepted_by_glibc():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    hardware.tune_malloc.cache_clear()
+    assert hardware.tune_malloc() is True
