@@ -167,3 +167,42 @@ def test_beta_warmup_scales_kl_z_while_training_only():
     out = model(image)
     torch.testing.assert_close(
         out.loss, out.loss_terms["nll"] + 0.5 * out.loss_terms["kl_z"] + 0.5 * out.loss_terms["kl_mask"])
+
+
+def test_geco_weight_follows_the_reconstruction_constraint():
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    # a target far below what an untrained model reaches: lambda must grow, and the loss weighs the NLL by it
+    model = tiny_monet(extra=["model.loss.geco_mse_target=1e-4", "model.loss.geco_rate=1e-4",
+                              "model.loss.geco_max_weight=4"]).train()
+    assert {"geco_lambda", "geco_mse_ema"} <= set(model.state_dict()), "checkpointed with the model"
+    lambdas = []
+    for _ in range(6):
+        torch.manual_seed(1)
+        out = model(images)
+        lambdas.append(out.loss_terms["geco_lambda"].item())
+        terms = out.loss_terms
+        expected = lambdas[-1] * terms["nll"] + 0.5 * terms["kl_z"] + 0.5 * terms["kl_mask"]
+        torch.testing.assert_close(out.loss, expected)
+    assert lambdas[0] == 1.0 and all(b > a for a, b in zip(lambdas, lambdas[1:])), lambdas
+    fast = tiny_monet(extra=["model.loss.geco_mse_target=1e-4", "model.loss.geco_rate=0.5",
+                             "model.loss.geco_max_weight=4"]).train()
+    fast(images)
+    assert fast.geco_lambda.item() == pytest.approx(4.0), "clamped at geco_max_weight"
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert "geco_lambda" not in out.loss_terms
+    torch.testing.assert_close(out.loss, out.loss_terms["nll"] + 0.5 * out.loss_terms["kl_z"]
+                               + 0.5 * out.loss_terms["kl_mask"])
+    # a target above the model's error: lambda shrinks
+    easy = tiny_monet(extra=["model.loss.geco_mse_target=10", "model.loss.geco_rate=0.5"]).train()
+    easy(images)
+    easy(images)
+    assert easy.geco_lambda.item() < 1.0
+
+
+def test_geco_settings_are_validated():
+    from scenedecomp.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="geco"):
+        load_config(None, ["model.loss.geco_mse_target=-1"])

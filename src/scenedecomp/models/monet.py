@@ -14,6 +14,15 @@ its latents freely early on. Evaluation always reports the loss at the full ``be
 it did not speed up learning: FG-ARI 0.36 after 493 steps with a 1000-step warm-up, 0.41 after 500
 without.) The current weight is a buffer, so a compiled model is not recompiled as it changes.
 
+``loss.geco_mse_target`` (not in the paper; off by default) turns the NLL into a constraint, GECO-style
+(Rezende & Viola 2018; GENESIS trains MONet-like models this way): the training loss becomes
+``lambda * nll + beta * kl_z + gamma * kl_mask``, where after every training step
+``lambda *= exp(geco_rate * (mse_ema / geco_mse_target - 1))`` (clamped to
+``[1/geco_max_weight, geco_max_weight]``) and ``mse_ema`` is a moving average of the batch
+reconstruction MSE. While reconstructions are worse than the target the NLL weighs more (as if sigma
+were ``sigma / sqrt(lambda)``); once they meet it the KL terms weigh more. ``lambda`` and ``mse_ema`` are
+buffers, so they are checkpointed and resumed; evaluation reports the unweighted loss.
+
 Likelihood choice (``loss.likelihood``):
 
 - ``per_pixel`` (default): one mixture per pixel over the RGB vector; each component's channel
@@ -96,6 +105,9 @@ class MONet(nn.Module):
         self.component = ComponentVAE(cfg.component, in_channels, image_size, cfg.latent_dim)
         self.per_channel = cfg.loss.likelihood == "per_channel"
         self.register_buffer("train_beta", torch.tensor(self.beta_at(0)), persistent=False)
+        if cfg.loss.geco_mse_target is not None:
+            self.register_buffer("geco_lambda", torch.tensor(1.0))
+            self.register_buffer("geco_mse_ema", torch.tensor(float("nan")))
 
     def beta_at(self, step: int) -> float:
         """The training KL(z) weight at ``step``: ``loss.beta``, scaled by the warm-up."""
@@ -107,6 +119,17 @@ class MONet(nn.Module):
     def set_step(self, step: int) -> None:
         """Global training step (for the ``beta`` warm-up)."""
         self.train_beta.fill_(self.beta_at(int(step)))
+
+    @torch.no_grad()
+    def _geco_update(self, mse: Tensor) -> Tensor:
+        """Update the GECO moving average and ``lambda`` from this batch's MSE; return the ``lambda`` to use."""
+        cfg = self.cfg.loss
+        ema = self.geco_mse_ema
+        ema.copy_(torch.where(torch.isnan(ema), mse, cfg.geco_ema * ema + (1 - cfg.geco_ema) * mse))
+        weight = self.geco_lambda.clone()  # this step uses the weight from before the update
+        self.geco_lambda.mul_(torch.exp(cfg.geco_rate * (ema / cfg.geco_mse_target - 1))).clamp_(
+            1 / cfg.geco_max_weight, cfg.geco_max_weight)
+        return weight
 
     def forward(self, image: Tensor, num_slots: int | None = None) -> ModelOutput:
         k = num_slots or self.num_slots
@@ -131,15 +154,21 @@ class MONet(nn.Module):
         kl_z = gaussian_kl(mean, logvar).view(b, -1).sum(1)
         kl_m = mask_kl(log_masks, mask_logits)
         beta = self.train_beta if self.training else loss_cfg.beta
-        per_image = nll + beta * kl_z + loss_cfg.gamma * kl_m
-
         masks = log_masks.exp()
+        recon = (masks * slot_means).sum(1)
+        terms = {"nll": nll.mean(), "kl_z": kl_z.mean(), "kl_mask": kl_m.mean()}
+        nll_weight = 1.0
+        if loss_cfg.geco_mse_target is not None and self.training:
+            nll_weight = self._geco_update((recon.detach() - image).pow(2).mean())
+            terms["geco_lambda"] = nll_weight
+        per_image = nll_weight * nll + beta * kl_z + loss_cfg.gamma * kl_m
+
         return ModelOutput(
             loss=per_image.mean(),
-            loss_terms={"nll": nll.mean(), "kl_z": kl_z.mean(), "kl_mask": kl_m.mean()},
+            loss_terms=terms,
             log_masks=log_masks,
             slot_recons=slot_means,
-            recon=(masks * slot_means).sum(1),
+            recon=recon,
             latents=mean.view(b, k, -1),
             extras={"recon_log_masks": F.log_softmax(mask_logits, dim=1), "latent_logvar": logvar.view(b, k, -1)},
         )

@@ -61,6 +61,12 @@ class LossConfig:
     gamma: float = 0.5
     beta_warmup_steps: int = 0  # beta rises linearly from 0 over these training steps (0: constant beta)
     likelihood: str = "per_pixel"  # per_pixel | per_channel (see models/monet.py)
+    # GECO (Rezende & Viola 2018, as in GENESIS): weight the NLL by an adaptive lambda that grows while the
+    # training reconstruction MSE (moving average) is above this target and shrinks below it. None: off.
+    geco_mse_target: float | None = None
+    geco_rate: float = 0.01  # lambda *= exp(rate * (mse_ema / target - 1)) per step
+    geco_ema: float = 0.99  # moving-average factor of the measured MSE
+    geco_max_weight: float = 16.0  # lambda is kept in [1 / geco_max_weight, geco_max_weight]
 
 
 @dataclass
@@ -227,6 +233,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"model.component.output_activation: unknown {m.component.output_activation!r}")
     if m.init not in ("torch_default", "trunc_normal_default", "trunc_normal_kaiming"):
         raise ConfigError(f"model.init: unknown {m.init!r}")
+    if m.loss.geco_mse_target is not None and not (m.loss.geco_mse_target > 0 and m.loss.geco_rate > 0
+                                                   and 0 <= m.loss.geco_ema < 1 and m.loss.geco_max_weight >= 1):
+        raise ConfigError("model.loss.geco_*: need geco_mse_target > 0, geco_rate > 0, 0 <= geco_ema < 1 and "
+                          "geco_max_weight >= 1")
     if m.loss.beta_warmup_steps < 0:
         raise ConfigError(f"model.loss.beta_warmup_steps must be >= 0, got {m.loss.beta_warmup_steps}")
     if m.air.max_steps < 1:
