@@ -206,3 +206,14 @@ def test_geco_settings_are_validated():
 
     with pytest.raises(ConfigError, match="geco"):
         load_config(None, ["model.loss.geco_mse_target=-1"])
+
+
+def test_replicate_padding_removes_the_border_signature():
+    # a constant image: with replicate padding every pixel of a conv block sees the same neighbourhood, so
+    # the features are constant; zero padding makes the border pixels different
+    x = torch.cat([torch.full((1, 3, 16, 16), 0.6), torch.zeros(1, 1, 16, 16)], 1)
+    for padding, constant in (("replicate", True), ("zeros", False)):
+        model = tiny_monet(extra=[f"model.attention.padding={padding}"]).eval()
+        with torch.no_grad():
+            conv = model.attention.unet.down[0][0](x)
+        assert (conv.std(dim=(2, 3)).max().item() < 1e-5) == constant, padding

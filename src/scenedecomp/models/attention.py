@@ -32,11 +32,11 @@ def stick_breaking_log_masks(logits: Tensor) -> Tensor:
 
 
 class _ConvBlock(nn.Sequential):
-    """3x3 conv (no bias) -> InstanceNorm (learned affine) -> ReLU."""
+    """3x3 conv (no bias; ``padding``: zeros or replicate) -> InstanceNorm (learned affine) -> ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, padding: str = "zeros"):
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False, padding_mode=padding),
             nn.InstanceNorm2d(out_channels, affine=True),
             nn.ReLU(inplace=True),
         )
@@ -49,13 +49,15 @@ class UNet(nn.Module):
     every block but the last of each path; skips after each down block's ReLU are concatenated before
     the matching up block's conv; an MLP bottleneck (``mlp_hidden``, ReLU after every layer) maps the
     flattened last skip to a tensor of the same shape. A final 1x1 conv gives ``out_channels`` logits.
+    ``padding="replicate"`` (not in the paper) pads the 3x3 convs by repeating edge pixels instead of zeros,
+    so border pixels carry no padding signature.
 
     Shapes: ``x [B,in_channels,H,W] -> [B,out_channels,H,W]``; ``H`` and ``W`` divisible by
     ``2**(n-1)``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, channels: list[int], mlp_hidden: list[int],
-                 image_size: int):
+                 image_size: int, padding: str = "zeros"):
         super().__init__()
         n = len(channels)
         if image_size % 2 ** (n - 1):
@@ -63,7 +65,7 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         prev = in_channels
         for width in channels:
-            self.down.append(_ConvBlock(prev, width))
+            self.down.append(_ConvBlock(prev, width, padding))
             prev = width
         bottom = image_size // 2 ** (n - 1)
         self.bottom_shape = (channels[-1], bottom, bottom)
@@ -77,7 +79,7 @@ class UNet(nn.Module):
         prev = channels[-1]
         for i in reversed(range(n)):
             out = channels[i - 1] if i > 0 else channels[0]
-            self.up.append(_ConvBlock(prev + channels[i], out))
+            self.up.append(_ConvBlock(prev + channels[i], out, padding))
             prev = out
         self.head = nn.Conv2d(prev, out_channels, 1)
 
@@ -110,7 +112,7 @@ class RecurrentUNetAttention(nn.Module):
 
     def __init__(self, cfg: AttentionConfig, in_channels: int, image_size: int):
         super().__init__()
-        self.unet = UNet(in_channels + 1, 1, list(cfg.channels), list(cfg.mlp_hidden), image_size)
+        self.unet = UNet(in_channels + 1, 1, list(cfg.channels), list(cfg.mlp_hidden), image_size, cfg.padding)
 
     def forward(self, image: Tensor, num_slots: int) -> Tensor:
         b, _, h, w = image.shape

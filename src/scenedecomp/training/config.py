@@ -41,6 +41,7 @@ class AttentionConfig:
     backbone: str = "resnet50"
     pretrained: str | None = None  # local state-dict file or torchvision weights name
     mask_normalization: str = "stick_breaking"  # stick_breaking | softmax (one-pass attention)
+    padding: str = "zeros"  # U-Net 3x3 conv padding: zeros (paper) | replicate (no border signature)
 
 
 @dataclass
@@ -227,6 +228,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"model.attention.type: unknown {m.attention.type!r}")
     if m.attention.mask_normalization not in ("stick_breaking", "softmax"):
         raise ConfigError(f"model.attention.mask_normalization: unknown {m.attention.mask_normalization!r}")
+    if m.attention.padding not in ("zeros", "replicate"):
+        raise ConfigError(f"model.attention.padding: expected zeros or replicate, got {m.attention.padding!r}")
     if m.loss.likelihood not in ("per_pixel", "per_channel"):
         raise ConfigError(f"model.loss.likelihood: expected per_pixel or per_channel, got {m.loss.likelihood!r}")
     if m.component.output_activation not in ("sigmoid", "none"):
