@@ -19,6 +19,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/scenedecomp train --config monet-demo --overwrite $(ARGS)
+	$(BIN)/scenedecomp report runs/monet-demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .decomposition import add_decompose_parser
 
     add_decompose_parser(sub)
+    from .report import add_report_parser
+
+    add_report_parser(sub)
 
     from .bench import add_benchmark_commands
 
