@@ -172,8 +172,10 @@ class ImageFolderDataset(Dataset):
     def _check(self, path: Path, full: bool) -> str | None:
         """None if the file looks readable, else a short reason."""
         try:
-            with warnings.catch_warnings(), Image.open(path) as img:
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides
+                img = Image.open(path)
+            with img:
                 size = img.size
                 if size[0] * size[1] > self.max_pixels:
                     return self._too_big(size)
@@ -193,8 +195,10 @@ class ImageFolderDataset(Dataset):
                 f"cap (data.options.max_pixels), not decoded")
 
     def _load(self, path: Path) -> torch.Tensor:
-        with warnings.catch_warnings(), Image.open(path) as img:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             if img.size[0] * img.size[1] > self.max_pixels:
                 raise ValueError(self._too_big(img.size))
             high = img.mode.startswith("I")  # 16/32-bit integer greyscale: "I;16*" or "I"
