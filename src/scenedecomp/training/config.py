@@ -201,6 +201,9 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | tuple[s
             loaded = OmegaConf.load(path)
         except Exception as err:  # yaml syntax errors
             raise ConfigError(f"{path}: cannot parse YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{path}: the top level must be a mapping of settings (key: value), "
+                              f"not a {type(loaded).__name__.removesuffix('Config').lower()}")
         cfg = _merge(cfg, loaded, str(path))
     for item in overrides:
         if "=" not in item:
