@@ -217,3 +217,20 @@ def test_replicate_padding_removes_the_border_signature():
         with torch.no_grad():
             conv = model.attention.unet.down[0][0](x)
         assert (conv.std(dim=(2, 3)).max().item() < 1e-5) == constant, padding
+
+
+def test_area_downsampling_treats_mirrored_images_alike():
+    # without the (position-specific) MLP bottleneck and with mirror-symmetric kernels, a U-Net with area
+    # downsampling and replicate padding commutes with a horizontal flip; the nearest resize keeps even
+    # columns only, so it does not
+    x = torch.rand(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    for downsample, symmetric in (("area", True), ("nearest", False)):
+        unet = tiny_monet(extra=[f"model.attention.downsample={downsample}",
+                                 "model.attention.padding=replicate"]).attention.unet.eval()
+        unet.mlp = torch.nn.Identity()
+        with torch.no_grad():
+            for module in unet.modules():  # mirror-symmetric kernels: only the resize can break the symmetry
+                if isinstance(module, torch.nn.Conv2d):
+                    module.weight.copy_((module.weight + module.weight.flip(-1)) / 2)
+            flipped, plain = unet(x.flip(-1)).flip(-1), unet(x)
+        assert torch.allclose(flipped, plain, atol=1e-5) == symmetric, downsample

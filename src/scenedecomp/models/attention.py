@@ -50,15 +50,19 @@ class UNet(nn.Module):
     the matching up block's conv; an MLP bottleneck (``mlp_hidden``, ReLU after every layer) maps the
     flattened last skip to a tensor of the same shape. A final 1x1 conv gives ``out_channels`` logits.
     ``padding="replicate"`` (not in the paper) pads the 3x3 convs by repeating edge pixels instead of zeros,
-    so border pixels carry no padding signature.
+    so border pixels carry no padding signature. ``downsample="area"`` (not in the paper) halves by 2x2
+    means instead of keeping the even rows and columns: the nearest resize sees the top and left border
+    pixels at every level but never the bottom and right ones, an asymmetry that idle slots exploit to claim
+    stripes along the top and left edges (docs/results.md); the mean treats the four edges alike.
 
     Shapes: ``x [B,in_channels,H,W] -> [B,out_channels,H,W]``; ``H`` and ``W`` divisible by
     ``2**(n-1)``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, channels: list[int], mlp_hidden: list[int],
-                 image_size: int, padding: str = "zeros"):
+                 image_size: int, padding: str = "zeros", downsample: str = "nearest"):
         super().__init__()
+        self.downsample = downsample
         n = len(channels)
         if image_size % 2 ** (n - 1):
             raise ValueError(f"image size {image_size} is not divisible by 2**{n - 1} for a {n}-block U-Net")
@@ -90,7 +94,8 @@ class UNet(nn.Module):
             x = block(x)
             skips.append(x)
             if i < last:
-                x = F.interpolate(x, scale_factor=0.5, mode="nearest")
+                x = F.interpolate(x, scale_factor=0.5, mode="nearest") if self.downsample == "nearest" \
+                    else F.avg_pool2d(x, 2)
         x = self.mlp(x.flatten(1)).view(x.shape[0], *self.bottom_shape)
         for i, block in enumerate(self.up):
             x = block(torch.cat([x, skips[last - i]], dim=1))
@@ -112,7 +117,8 @@ class RecurrentUNetAttention(nn.Module):
 
     def __init__(self, cfg: AttentionConfig, in_channels: int, image_size: int):
         super().__init__()
-        self.unet = UNet(in_channels + 1, 1, list(cfg.channels), list(cfg.mlp_hidden), image_size, cfg.padding)
+        self.unet = UNet(in_channels + 1, 1, list(cfg.channels), list(cfg.mlp_hidden), image_size, cfg.padding,
+                         cfg.downsample)
 
     def forward(self, image: Tensor, num_slots: int) -> Tensor:
         b, _, h, w = image.shape

@@ -42,6 +42,7 @@ class AttentionConfig:
     pretrained: str | None = None  # local state-dict file or torchvision weights name
     mask_normalization: str = "stick_breaking"  # stick_breaking | softmax (one-pass attention)
     padding: str = "zeros"  # U-Net 3x3 conv padding: zeros (paper) | replicate (no border signature)
+    downsample: str = "nearest"  # U-Net x0.5 resize: nearest (paper; keeps even rows/columns) | area (2x2 mean)
 
 
 @dataclass
@@ -231,6 +232,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"model.attention.type: unknown {m.attention.type!r}")
     if m.attention.mask_normalization not in ("stick_breaking", "softmax"):
         raise ConfigError(f"model.attention.mask_normalization: unknown {m.attention.mask_normalization!r}")
+    if m.attention.downsample not in ("nearest", "area"):
+        raise ConfigError(f"model.attention.downsample: expected nearest or area, got {m.attention.downsample!r}")
     if m.attention.padding not in ("zeros", "replicate"):
         raise ConfigError(f"model.attention.padding: expected zeros or replicate, got {m.attention.padding!r}")
     if m.loss.likelihood not in ("per_pixel", "per_channel"):
