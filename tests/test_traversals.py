@@ -67,3 +67,19 @@ def test_visualize_traversals_cli(monet_run, air_run, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("scenedecomp: error"), err
     assert not (tmp_path / "bad").exists()
+
+
+def test_largest_foreground_slot_skips_background_slots():
+    from scenedecomp.models.output import ModelOutput
+
+    labels = torch.zeros(10, 10, dtype=torch.long)
+    labels[:6] = 1  # a second background slot: 60 % of the image
+    labels[6:8, :5] = 3  # the largest object: 10 pixels
+    labels[8, :3] = 2
+    log_masks = torch.log(F.one_hot(labels, 4).permute(2, 0, 1).float().clamp_min(1e-9))[None, :, None]
+    out = ModelOutput(torch.zeros(()), {}, log_masks, torch.zeros(1, 4, 3, 10, 10), torch.zeros(1, 3, 10, 10),
+                      torch.zeros(1, 4, 2))
+    assert largest_foreground_slot(out) == 3
+    labels[6:] = 1  # only one non-background slot left, and it is large: fall back to it
+    log_masks = torch.log(F.one_hot(labels, 4).permute(2, 0, 1).float().clamp_min(1e-9))[None, :, None]
+    assert largest_foreground_slot(ModelOutput(out.loss, {}, log_masks, out.slot_recons, out.recon, out.latents)) == 1

@@ -31,10 +31,18 @@ from .figures import _to_rgb  # noqa: E402
 
 
 def largest_foreground_slot(out: ModelOutput, index: int = 0) -> int:
-    """The slot (not slot 0, the background) with the most pixels in the argmax segmentation."""
+    """The slot with the most pixels in the argmax segmentation among the foreground candidates: not
+    slot 0 (MONet's background slot) and not a slot covering half the image or more (a second background
+    slot, as trained MONets often use); falls back to the largest slot but 0."""
     labels = out.predicted_labels()[index]
     area = torch.bincount(labels.flatten(), minlength=out.num_slots)
-    return int(area[1:].argmax()) + 1 if out.num_slots > 1 else 0
+    if out.num_slots < 2:
+        return 0
+    candidates = area[1:].clone()
+    small = candidates < 0.5 * labels.numel()
+    if small.any() and candidates[small].max() > 0:
+        candidates[~small] = -1
+    return int(candidates.argmax()) + 1
 
 
 def _is_air(model) -> bool:
