@@ -13,9 +13,11 @@ bf16-tuned bf16      no      channels-last    tuned thresholds
 compiled   bf16      yes     channels-last    tuned thresholds
 ========== ========= ======= ================ ===============
 
-``fp32`` is the training step as it was before the speed work; ``bf16-tuned`` is what ``scenedecomp
-train`` does by default on a CPU with AMX/AVX512-BF16. A step is forward + backward + Adam update of
-the preset's model on a fixed random batch (bf16 variants under ``torch.autocast``). Per variant the
+``fp32`` is the training step as it was before the speed work (with ``--baseline-overrides`` also the
+model settings it had, e.g. ``model.component.decoder_channels=32`` for the old demo preset);
+``bf16-tuned`` is what ``scenedecomp train`` does by default on a CPU with AMX/AVX512-BF16. A step is
+forward + backward + Adam update of the preset's model on a fixed random batch (bf16 variants under
+``torch.autocast``). Per variant the
 JSON has ``images_per_s``, ``step_seconds_median`` and ``achieved_gflops`` (forward+backward FLOPs from
 ``torch.utils.flop_counter`` divided by the step time); compiled variants add ``compile_seconds`` (the
 first step, with the inductor cache as found) for a cold and a warm cache. The parent measures the
@@ -141,7 +143,7 @@ def _run_child(variant: str, args: dict, env: dict | None = None) -> dict:
 def run_step_benchmark(preset: str | None = None, overrides: tuple[str, ...] = (), image_size: int = 64,
                        num_slots: int = 7, batch_size: int = 64, steps: int = 10, warmup: int = 2,
                        variants: tuple[str, ...] = DEFAULT_VARIANTS, device: str = "auto",
-                       threads: int | None = None) -> dict:
+                       threads: int | None = None, baseline_overrides: tuple[str, ...] = ()) -> dict:
     """Measure every variant in its own process; return one JSON-able dict (paper config by default)."""
     if threads:
         torch.set_num_threads(threads)
@@ -160,6 +162,9 @@ def run_step_benchmark(preset: str | None = None, overrides: tuple[str, ...] = (
             warm.update(compile_seconds_cold=cold["first_step_seconds"],
                         compile_seconds_warm=warm["first_step_seconds"])
             results.append(warm)
+        elif variant == "fp32" and baseline_overrides:
+            results.append({**_run_child(variant, {**args, "overrides": [*overrides, *baseline_overrides]}),
+                            "baseline_overrides": list(baseline_overrides)})
         else:
             results.append(_run_child(variant, args))
     fp32_peak = matmul_gflops(dev)
@@ -170,7 +175,8 @@ def run_step_benchmark(preset: str | None = None, overrides: tuple[str, ...] = (
         r["fraction_of_fp32_peak"] = round(r["achieved_gflops"] / fp32_peak, 4)
         if base:
             r["speedup"] = round(r["images_per_s"] / base, 2)
-    return {"benchmark": "train_step", "preset": preset, "overrides": list(overrides), "image_size": image_size,
+    return {"benchmark": "train_step", "preset": preset, "overrides": list(overrides),
+            "baseline_overrides": list(baseline_overrides), "image_size": image_size,
             "num_slots": num_slots, "batch_size": batch_size, "device": str(dev), "threads": args["threads"],
             "steps_timed": steps, "matmul_gflops_fp32": round(fp32_peak, 1), "matmul_gflops_bf16": round(bf16_peak, 1),
             "torch": torch.__version__, "variants": results}
@@ -178,7 +184,8 @@ def run_step_benchmark(preset: str | None = None, overrides: tuple[str, ...] = (
 
 def format_table(result: dict) -> str:
     """A plain-text table of the variants."""
-    lines = [f"{result['preset'] or 'paper MONet'}: {result['image_size']}x{result['image_size']}, "
+    baseline = f" (fp32 row with {' '.join(result['baseline_overrides'])})" if result.get("baseline_overrides") else ""
+    lines = [f"{result['preset'] or 'paper MONet'}{baseline}: {result['image_size']}x{result['image_size']}, "
              f"K={result['num_slots']}, batch {result['batch_size']}, {result['threads']} threads on "
              f"{result['device']}; matmul peak fp32 {result['matmul_gflops_fp32']} / bf16 "
              f"{result['matmul_gflops_bf16']} GFLOP/s",
@@ -205,6 +212,8 @@ def add_step_parser(subparsers) -> None:
                    help=f"comma-separated subset of {', '.join(VARIANTS)}")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--baseline-overrides", default="",
+                   help="comma-separated key=value applied to the fp32 variant only (the model as it was)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=_cmd_step)
@@ -223,10 +232,13 @@ def _cmd_step(args) -> int:
         raise ConfigError(f"--device {args.device}: no CUDA device is available")
     from ..training.config import load_config
 
-    load_config(args.config, [f"model.num_slots={args.slots}", f"data.image_size={args.image_size}",
-                              *args.overrides])  # refuse a bad config before starting subprocesses
+    baseline = tuple(item.strip() for item in args.baseline_overrides.split(",") if item.strip())
+    for extra in ((), baseline):  # refuse a bad config before starting subprocesses
+        load_config(args.config, [f"model.num_slots={args.slots}", f"data.image_size={args.image_size}",
+                                  *args.overrides, *extra])
     result = run_step_benchmark(args.config, tuple(args.overrides), args.image_size, args.slots, args.batch_size,
-                                args.steps, variants=variants, device=args.device, threads=args.threads)
+                                args.steps, variants=variants, device=args.device, threads=args.threads,
+                                baseline_overrides=baseline)
     print(format_table(result))
     if args.out:
         from pathlib import Path
