@@ -524,18 +524,12 @@ class _Writer:
 def prepare_out_dir(out: str | os.PathLike) -> Path:
     """Check that ``out`` can be written (a real write probe) without creating it yet: the folder is made
     on the first write, so a run that fails early leaves nothing behind. :class:`DecomposeError` otherwise."""
+    from .training.safety import unwritable_reason
+
     out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise DecomposeError(f"{out}: exists and is not a directory")
-    probe_dir = next((p for p in [out, *out.parents] if p.exists()), Path.cwd())
-    if not probe_dir.is_dir():
-        raise DecomposeError(f"{out}: cannot create the output directory ({probe_dir} is not a directory)")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".scenedecomp-probe-", dir=probe_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise DecomposeError(f"{out}: output directory is not writable ({err.strerror or err})") from None
+    problem = unwritable_reason(out)
+    if problem:
+        raise DecomposeError(f"{out}: output directory {problem}")
     return out
 
 

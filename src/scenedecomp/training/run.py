@@ -21,7 +21,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import asdict
@@ -45,6 +44,7 @@ from .safety import (
     ResumeState,
     atomic_write_text,
     remove_stale_temp_files,
+    unwritable_reason,
 )
 
 
@@ -172,23 +172,10 @@ def prepare_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> Path:
     if exists and overwrite and not resume and not (run_dir / RUN_MARKER).is_file():
         raise RunError(f"{run_dir}: refusing to overwrite a directory that is not a scenedecomp run "
                        f"(no {RUN_MARKER} marker file)")
-    probe_dir = run_dir if run_dir.is_dir() else _first_existing_parent(run_dir)
-    if not probe_dir.is_dir():
-        raise RunError(f"{run_dir}: cannot create the run directory ({probe_dir} is not a directory)")
-    try:  # a real write probe: permission bits say nothing for root or read-only file systems
-        fd, probe = tempfile.mkstemp(prefix=".scenedecomp-probe-", dir=probe_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise RunError(f"{run_dir}: run directory is not writable ({probe_dir}: {err.strerror})") from None
+    problem = unwritable_reason(run_dir)
+    if problem:
+        raise RunError(f"{run_dir}: run directory {problem}")
     return run_dir
-
-
-def _first_existing_parent(path: Path) -> Path:
-    for parent in [path, *path.parents]:
-        if parent.exists():
-            return parent
-    return Path.cwd()
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -346,13 +333,10 @@ def visualize(path: str | os.PathLike, out_dir: str | os.PathLike, split: str = 
     dataset = open_split(cfg, split)
     module = load_module(ckpt, cfg)
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunError(f"{out_dir}: exists and is not a directory")
-    probe_dir = _first_existing_parent(out_dir)
-    try:  # a real write probe before anything is created
-        fd, probe = tempfile.mkstemp(prefix=".scenedecomp-probe-", dir=probe_dir)
-        os.close(fd)
-        os.unlink(probe)
+    problem = unwritable_reason(out_dir)
+    if problem:
+        raise RunError(f"{out_dir}: output directory {problem}")
+    try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise RunError(f"{out_dir}: output directory is not writable ({err.strerror or err})") from None
@@ -479,12 +463,11 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
                                       "cpu_fast_bf16": cpu_has_fast_bf16()})
     if not resume:
         (run_dir / "history.jsonl").unlink(missing_ok=True)
-    else:  # validation rows written after the checkpoint we resume from are redone by this run
-        _truncate_history(run_dir / "history.jsonl", read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-                          .get("global_step", 0))
+    start_step = int(read_checkpoint(run_dir / "checkpoints" / "last.ckpt").get("global_step", 0)) if resume else 0
+    if resume:  # validation rows written after the checkpoint we resume from are redone by this run
+        _truncate_history(run_dir / "history.jsonl", start_step)
     remove_stale_temp_files(run_dir / "checkpoints")  # a save that was killed midway
 
-    start_step = int(read_checkpoint(run_dir / "checkpoints" / "last.ckpt").get("global_step", 0)) if resume else 0
     start = time.perf_counter()
     trainer.fit(module, train_loader, val_loader,
                 ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if resume else None, weights_only=True)

@@ -78,6 +78,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """Why ``folder`` (which may not exist yet) could not be created and written to, or None if it can.
+
+    Probes with a real write in ``folder`` or its first existing parent (permission bits say nothing for
+    root or read-only file systems) and creates nothing that stays.
+    """
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        return "exists and is not a directory"
+    probe_dir = next((p for p in [folder, *folder.parents] if p.exists()), Path.cwd())
+    if not probe_dir.is_dir():
+        return f"cannot be created ({probe_dir} is not a directory)"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".scenedecomp-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return f"is not writable ({probe_dir}: {err.strerror or err})"
+    return None
+
+
 def remove_stale_temp_files(folder: Path) -> int:
     """Delete temp files left by a write that was killed midway (``.<name>.<random>.tmp``)."""
     removed = 0
