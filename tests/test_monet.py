@@ -199,6 +199,12 @@ def test_geco_weight_follows_the_reconstruction_constraint():
     easy(images)
     easy(images)
     assert easy.geco_lambda.item() < 1.0
+    # with a floor of 1 the weight never drops below the paper's balance
+    floored = tiny_monet(extra=["model.loss.geco_mse_target=10", "model.loss.geco_rate=0.5",
+                                "model.loss.geco_min_weight=1"]).train()
+    floored(images)
+    floored(images)
+    assert floored.geco_lambda.item() == 1.0
 
 
 def test_geco_settings_are_validated():
@@ -206,6 +212,8 @@ def test_geco_settings_are_validated():
 
     with pytest.raises(ConfigError, match="geco"):
         load_config(None, ["model.loss.geco_mse_target=-1"])
+    with pytest.raises(ConfigError, match="geco_min_weight"):
+        load_config(None, ["model.loss.geco_mse_target=0.01", "model.loss.geco_min_weight=100"])
 
 
 def test_replicate_padding_removes_the_border_signature():

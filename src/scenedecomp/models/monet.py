@@ -18,10 +18,10 @@ without.) The current weight is a buffer, so a compiled model is not recompiled 
 (Rezende & Viola 2018; GENESIS trains MONet-like models this way): the training loss becomes
 ``lambda * nll + beta * kl_z + gamma * kl_mask``, where after every training step
 ``lambda *= exp(geco_rate * (mse_ema / geco_mse_target - 1))`` (clamped to
-``[1/geco_max_weight, geco_max_weight]``) and ``mse_ema`` is a moving average of the batch
-reconstruction MSE. While reconstructions are worse than the target the NLL weighs more (as if sigma
-were ``sigma / sqrt(lambda)``); once they meet it the KL terms weigh more. ``lambda`` and ``mse_ema`` are
-buffers, so they are checkpointed and resumed; evaluation reports the unweighted loss.
+``[geco_min_weight, geco_max_weight]``, the floor 1/geco_max_weight unless set) and ``mse_ema`` is
+a moving average of the batch reconstruction MSE. While reconstructions are worse than the target the
+NLL weighs more (as if sigma were ``sigma / sqrt(lambda)``); once they meet it the KL terms weigh more.
+``lambda`` and ``mse_ema`` are buffers, so they are checkpointed and resumed; evaluation reports the unweighted loss.
 
 Likelihood choice (``loss.likelihood``):
 
@@ -127,8 +127,9 @@ class MONet(nn.Module):
         ema = self.geco_mse_ema
         ema.copy_(torch.where(torch.isnan(ema), mse, cfg.geco_ema * ema + (1 - cfg.geco_ema) * mse))
         weight = self.geco_lambda.clone()  # this step uses the weight from before the update
+        low = 1 / cfg.geco_max_weight if cfg.geco_min_weight is None else cfg.geco_min_weight
         self.geco_lambda.mul_(torch.exp(cfg.geco_rate * (ema / cfg.geco_mse_target - 1))).clamp_(
-            1 / cfg.geco_max_weight, cfg.geco_max_weight)
+            low, cfg.geco_max_weight)
         return weight
 
     def forward(self, image: Tensor, num_slots: int | None = None) -> ModelOutput:

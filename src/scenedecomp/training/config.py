@@ -68,7 +68,10 @@ class LossConfig:
     geco_mse_target: float | None = None
     geco_rate: float = 0.01  # lambda *= exp(rate * (mse_ema / target - 1)) per step
     geco_ema: float = 0.99  # moving-average factor of the measured MSE
-    geco_max_weight: float = 16.0  # lambda is kept in [1 / geco_max_weight, geco_max_weight]
+    geco_max_weight: float = 16.0  # lambda is kept in [geco_min_weight, geco_max_weight]
+    # lower bound of lambda (None: 1 / geco_max_weight); 1.0 hands the loss back to the paper's balance once
+    # the target is met instead of weighting the KL terms up
+    geco_min_weight: float | None = None
 
 
 @dataclass
@@ -243,9 +246,11 @@ def validate(cfg: RunConfig) -> None:
     if m.init not in ("torch_default", "trunc_normal_default", "trunc_normal_kaiming"):
         raise ConfigError(f"model.init: unknown {m.init!r}")
     if m.loss.geco_mse_target is not None and not (m.loss.geco_mse_target > 0 and m.loss.geco_rate > 0
-                                                   and 0 <= m.loss.geco_ema < 1 and m.loss.geco_max_weight >= 1):
+                                                   and 0 <= m.loss.geco_ema < 1 and m.loss.geco_max_weight >= 1
+                                                   and (m.loss.geco_min_weight is None
+                                                        or 0 < m.loss.geco_min_weight <= m.loss.geco_max_weight)):
         raise ConfigError("model.loss.geco_*: need geco_mse_target > 0, geco_rate > 0, 0 <= geco_ema < 1 and "
-                          "geco_max_weight >= 1")
+                          "geco_max_weight >= 1, 0 < geco_min_weight <= geco_max_weight")
     if m.loss.beta_warmup_steps < 0:
         raise ConfigError(f"model.loss.beta_warmup_steps must be >= 0, got {m.loss.beta_warmup_steps}")
     if m.air.max_steps < 1:
