@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     test_images = np.asarray(test.arrays["image"])
     test_counts = np.asarray(test.arrays["num_objects"])
 
-    model = AIR(cfg.model, in_channels=train_images.shape[-1], image_size=cfg.data.image_size)
+    model = AIR(cfg.model.air, in_channels=train_images.shape[-1], image_size=cfg.data.image_size)
     try:  # the fused kernel is several times faster on CPU for AIR's 4-6M parameters
         optimiser = torch.optim.Adam(model.parameter_groups(cfg.optim.lr), fused=args.fused)
     except (RuntimeError, TypeError):

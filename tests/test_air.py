@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from scenedecomp.models import build_model
+from scenedecomp.models import ModelConfig, build_model
 from scenedecomp.models.air import (
     AIR,
+    AIRConfig,
     bernoulli_kl,
     crop,
     geometric_step_probs,
@@ -17,14 +18,14 @@ from scenedecomp.models.air import (
     paste,
     window_boxes,
 )
-from scenedecomp.training.config import AirConfig, ConfigError, ModelConfig, load_config
+from scenedecomp.training.config import ConfigError, load_config
 
 
-def _cfg(**air) -> ModelConfig:
+def _cfg(**air) -> AIRConfig:
     base = {"max_steps": 3, "lstm_hidden": 32, "patch_size": 8, "what_dim": 6, "what_hidden": 32,
             "baseline_hidden": 16}
     base.update(air)
-    return ModelConfig(name="air", air=AirConfig(**base))
+    return AIRConfig(**base)
 
 
 def _blobs(batch: int, size: int = 24, channels: int = 1, seed: int = 0) -> torch.Tensor:
@@ -237,8 +238,7 @@ def test_a_few_training_steps_lower_the_loss():
 
 # --- construction and bad input -----------------------------------------------------------------------
 def test_build_model_and_init_scheme_keep_the_heads():
-    cfg = _cfg()
-    cfg.init = "trunc_normal_kaiming"
+    cfg = ModelConfig(name="air", air=_cfg(), init="trunc_normal_kaiming")
     model = build_model(cfg, in_channels=1, image_size=24)
     assert isinstance(model, AIR)
     assert model.where_head.bias[0].item() == pytest.approx(cfg.air.z_where_prior_scale_mean)
@@ -264,7 +264,7 @@ def test_presets_load(preset):
     cfg = load_config(preset)
     assert cfg.model.name == "air" and cfg.optim.name == "adam" and cfg.notes
     channels = 1 if cfg.data.name == "multi_mnist" else 3
-    model = AIR(cfg.model, in_channels=channels, image_size=cfg.data.image_size)
+    model = AIR(cfg.model.air, in_channels=channels, image_size=cfg.data.image_size)
     assert model.max_steps == cfg.model.air.max_steps
     out = model(torch.rand(2, channels, cfg.data.image_size, cfg.data.image_size))
     assert out.log_masks.shape[1] == cfg.model.air.max_steps + 1

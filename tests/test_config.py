@@ -53,3 +53,30 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
     unknown.write_text("model:\n  colour: red\n")
     with pytest.raises(ConfigError, match="colour"):
         load_config(unknown)
+
+
+@pytest.mark.parametrize("override, allowed", [
+    ("model.attention.type=unet", "unet_recurrent, resnet, resnet_skip"),
+    ("model.init=xavier", "torch_default, trunc_normal_default, trunc_normal_kaiming"),
+    ("model.name=slot_attention", "monet, air"),
+    ("model.air.composition=over", "additive, alpha"),
+])
+def test_a_bad_choice_names_the_key_and_the_allowed_values(override, allowed):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError) as info:
+        load_config("monet-demo", [override])
+    message = str(info.value)
+    assert "\n" not in message and key in message and allowed in message
+
+
+def test_choices_round_trip_through_config_yaml(tmp_path):
+    from scenedecomp.training.config import to_dict, to_yaml
+
+    cfg = load_config("monet-rn18star-sprites-cpu", ["model.attention.mask_normalization=softmax"])
+    assert cfg.model.attention.type == "resnet_skip" and f"{cfg.model.attention.type}" == "resnet_skip"
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(cfg))
+    assert "type: resnet_skip" in saved.read_text() and "mask_normalization: softmax" in saved.read_text()
+    assert load_config(saved) == cfg
+    plain = to_dict(cfg)  # checkpoint hyper-parameters: plain strings only (weights_only loading)
+    assert type(plain["model"]["attention"]["type"]) is str and type(plain["model"]["init"]) is str

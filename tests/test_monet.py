@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scenedecomp.models import build_model
-from scenedecomp.models.attention import stick_breaking_log_masks
+from scenedecomp.models.masks import stick_breaking_log_masks
 from scenedecomp.models.monet import gaussian_kl, mask_kl, mixture_nll
 from scenedecomp.training.config import load_config
 

@@ -11,6 +11,7 @@ import torch
 import torchvision
 
 from scenedecomp.models import build_model
+from scenedecomp.models.attention import AttentionConfig
 from scenedecomp.models.resnet_attention import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -18,7 +19,7 @@ from scenedecomp.models.resnet_attention import (
     PretrainedWeightsNotFoundError,
     ResNetAttention,
 )
-from scenedecomp.training.config import AttentionConfig, load_config
+from scenedecomp.training.config import load_config
 
 
 def make_attention(kind: str = "resnet_skip", norm: str = "stick_breaking", backbone: str = "resnet18",

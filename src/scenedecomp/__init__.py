@@ -4,7 +4,9 @@ MONet, MONet-RN50/RN50* and AIR; procedural and real multi-object datasets; segm
 counting and disentanglement metrics; figures and efficiency benchmarks.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__", "decompose"]
 
 
 def decompose(images, run, **options):

@@ -1,5 +1,8 @@
 """Datasets: generators, readers and the one entry point :func:`open_dataset`.
 
+Dataset modules register their factories in :mod:`scenedecomp.data.registry` (they never import this
+package); :func:`open_dataset` imports the built-in ones on first use.
+
 Every dataset returned here is a ``torch.utils.data.Dataset`` whose items follow the batch contract
 (:mod:`scenedecomp.data.contract`). It also carries ``background_labels`` (tuple of label values that
 count as background for foreground metrics) and ``max_objects``.
@@ -8,39 +11,17 @@ count as background for foreground metrics) and ``max_objects``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
 from .contract import BatchError, check_item
-
-SPLITS = ("train", "val", "test")
-
-_REGISTRY: dict[str, Callable[..., Dataset]] = {}
-_EXTRA_SPLITS: dict[str, tuple[str, ...]] = {}  # dataset-specific splits beyond SPLITS (e.g. OOD tests)
-
-
-class DatasetError(ValueError):
-    """A dataset cannot be opened or read (message names the file or dataset and the problem)."""
-
-
-def register_dataset(name: str, extra_splits: tuple[str, ...] = ()
-                     ) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
-    """Decorator: register ``factory(split=..., **options) -> Dataset`` under ``name``; ``extra_splits``
-    are split names the factory accepts beyond :data:`SPLITS` (e.g. out-of-distribution test splits)."""
-
-    def wrap(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
-        _REGISTRY[name] = factory
-        _EXTRA_SPLITS[name] = tuple(extra_splits)
-        return factory
-
-    return wrap
+from .registry import EXTRA_SPLITS, FACTORIES, SPLITS, DatasetError, register_dataset
 
 
 def available_datasets() -> list[str]:
     _load_builtin()
-    return sorted(_REGISTRY)
+    return sorted(FACTORIES)
 
 
 def _load_builtin() -> None:
@@ -58,14 +39,14 @@ def open_dataset(name_or_path: str | os.PathLike, split: str = "train", **option
     """
     _load_builtin()
     key = str(name_or_path)
-    if split not in SPLITS and split not in _EXTRA_SPLITS.get(key, ()):
-        known = (*SPLITS, *_EXTRA_SPLITS.get(key, ()))
+    if split not in SPLITS and split not in EXTRA_SPLITS.get(key, ()):
+        known = (*SPLITS, *EXTRA_SPLITS.get(key, ()))
         raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(known)}")
-    if key in _REGISTRY:
-        return _REGISTRY[key](split=split, **options)
+    if key in FACTORIES:
+        return FACTORIES[key](split=split, **options)
     path = Path(key).expanduser()
     if path.suffix in (".h5", ".hdf5"):
-        return _REGISTRY["hdf5"](path=path, split=split, **options)
+        return FACTORIES["hdf5"](path=path, split=split, **options)
     if path.suffix in (".tfrecords", ".tfrecord") or path.name.endswith((".tfrecords.gz", ".tfrecord.gz")):
         raise DatasetError(f"{key}: TFRecord files are not read directly; run `scenedecomp data convert <dataset> "
                            f"--src {key} --out DIR` first and use the .h5 file it writes")
@@ -73,14 +54,14 @@ def open_dataset(name_or_path: str | os.PathLike, split: str = "train", **option
         # a folder that `data convert --out DIR` wrote: exactly one converted file opens that file
         converted = sorted(p for p in path.iterdir() if p.suffix in (".h5", ".hdf5") and p.is_file())
         if len(converted) == 1:
-            return _REGISTRY["hdf5"](path=converted[0], split=split, **options)
+            return FACTORIES["hdf5"](path=converted[0], split=split, **options)
         if len(converted) > 1:
             names = ", ".join(p.name for p in converted[:4]) + (", ..." if len(converted) > 4 else "")
             raise DatasetError(f"{path}: holds {len(converted)} converted files ({names}); pass one of them")
-        return _REGISTRY["image_folder"](path=path, split=split, **options)
+        return FACTORIES["image_folder"](path=path, split=split, **options)
     if path.suffix or os.sep in key:
         raise DatasetError(f"{key}: no such dataset file or directory")
-    raise DatasetError(f"unknown dataset {key!r}; known: {', '.join(sorted(_REGISTRY))}")
+    raise DatasetError(f"unknown dataset {key!r}; known: {', '.join(sorted(FACTORIES))}")
 
 
 __all__ = ["BatchError", "DatasetError", "SPLITS", "available_datasets", "check_item", "open_dataset",

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import DatasetError
 from .multi_object import SCHEMAS
+from .registry import DatasetError
 
 __all__ = ["add_data_commands"]
 

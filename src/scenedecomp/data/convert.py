@@ -47,9 +47,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import DatasetError
 from .example_proto import ExampleError
 from .multi_object import Scene, Schema, decode_record, get_schema
+from .registry import DatasetError
 from .tfrecord import TFRecordReader
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Preprocessing", "convert", "describe", "resize_bilinear",
@@ -328,7 +328,7 @@ def convert(dataset: str, src: str | os.PathLike, out_dir: str | os.PathLike, *,
         writer = _open_partial(partial, signature)
     if writer is None:
         partial.unlink(missing_ok=True)
-        from .. import __version__ as version
+        from ..version import __version__ as version
 
         attrs = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "dataset": schema.name,

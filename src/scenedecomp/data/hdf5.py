@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import SPLITS, DatasetError, register_dataset
 from .convert import FORMAT
+from .registry import SPLITS, DatasetError, register_dataset
 
 __all__ = ["HDF5Dataset", "open_hdf5"]
 

@@ -49,7 +49,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from . import SPLITS, DatasetError, register_dataset
+from .registry import SPLITS, DatasetError, register_dataset
 
 __all__ = ["ImageFolderDataset", "open_image_folder"]
 

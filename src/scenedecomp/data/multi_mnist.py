@@ -58,8 +58,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import DatasetError, register_dataset
 from .cache import FACTOR_PREFIX, SceneArrayDataset, open_generated
+from .registry import DatasetError, register_dataset
 
 VERSION = 1
 NAME = "multi_mnist"

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import DatasetError
 from .example_proto import ExampleError, as_uint8, parse_example
+from .registry import DatasetError
 
 __all__ = ["SCHEMAS", "FactorSpec", "Scene", "Schema", "decode_record", "get_schema", "label_map"]
 

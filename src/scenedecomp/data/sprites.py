@@ -70,8 +70,8 @@ from typing import Any
 
 import numpy as np
 
-from . import DatasetError, register_dataset
 from .cache import FACTOR_PREFIX, SceneArrayDataset, open_generated
+from .registry import DatasetError, register_dataset
 
 PARAM_BLOCK = 1000  # images per parameter-sampling block (fixed: part of the generator definition)
 RENDER_CHUNK = 256  # images rendered per vectorised step (does not change the output)

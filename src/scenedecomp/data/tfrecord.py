@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DatasetError
+from .registry import DatasetError
 
 __all__ = [
     "COMPRESSIONS",

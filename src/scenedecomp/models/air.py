@@ -106,17 +106,62 @@ coloured background they see the objects as on black).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..training.config import ModelConfig
+from ..choices import Choice
 from .output import ModelOutput
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _EMA = 0.99  # decay of the running learning-signal statistics
 _LOG_FLOOR = math.log(1e-12)  # log-mask floor where a mask is exactly 0
+
+
+# --- configuration -----------------------------------------------------------------------------------
+class ZPresPrior(Choice):  # prior of z_pres (see the module docstring)
+    bernoulli = "bernoulli"
+    geometric = "geometric"
+
+
+class Composition(Choice):  # how the decoded patches make the canvas
+    additive = "additive"  # the paper's
+    alpha = "alpha"  # decoded alpha, step-ordered compositing
+
+
+class Background(Choice):
+    none = "none"  # black
+    color = "color"  # one predicted colour per image
+
+
+@dataclass
+class AIRConfig:
+    """``model.air``: AIR's settings (see the module docstring)."""
+
+    max_steps: int = 3
+    lstm_hidden: int = 256
+    patch_size: int = 28
+    what_dim: int = 50
+    what_hidden: int = 200
+    decoder_bias: float = -2.0
+    likelihood_sd: float = 0.3
+    z_pres_prior: ZPresPrior = ZPresPrior.bernoulli
+    z_pres_prob: float = 0.01
+    z_pres_prob_start: float | None = None  # annealing start (geometric/bernoulli)
+    z_pres_anneal_steps: int = 0
+    z_where_prior_scale_mean: float = 3.0
+    z_where_prior_scale_sd: float = 0.2
+    baseline_hidden: int = 256
+    baseline_lr: float = 1e-3
+    baseline_pool: int = 2  # the baseline reads the image average-pooled by this factor
+    baseline_normalize: bool = True  # NVIL-style running centring/scaling of the baseline's target
+    z_pres_init: float = 0.9  # initial p_pres of the first step
+    z_pres_init_later: float | None = 0.2  # initial p_pres of later steps (None: same as z_pres_init)
+    composition: Composition = Composition.additive
+    background: Background = Background.none
+    mask_background: float = 0.1  # additive composition: background weight of the derived masks
 
 
 # --- spatial transformer ------------------------------------------------------------------------------
@@ -266,9 +311,9 @@ class AIR(nn.Module):
     ``num_slots`` (if given) sets the number of steps to ``num_slots - 1``. See the module docstring.
     """
 
-    def __init__(self, cfg: ModelConfig, in_channels: int = 1, image_size: int | tuple[int, int] = 50):
+    def __init__(self, cfg: AIRConfig, in_channels: int = 1, image_size: int | tuple[int, int] = 50):
         super().__init__()
-        a = cfg.air
+        a = cfg
         if a.max_steps < 1:
             raise ValueError(f"AIR: max_steps N must be at least 1, got {a.max_steps}")
         if a.z_pres_prior not in ("bernoulli", "geometric"):
@@ -286,7 +331,6 @@ class AIR(nn.Module):
         if a.patch_size < 2 or a.likelihood_sd <= 0:
             raise ValueError("AIR: patch_size must be >= 2 and likelihood_sd positive")
         self.cfg = cfg
-        self.air_cfg = a
         self.max_steps = a.max_steps
         self.num_slots = a.max_steps + 1
         self.in_channels = in_channels
@@ -320,7 +364,7 @@ class AIR(nn.Module):
 
     @torch.no_grad()
     def _init_heads(self) -> None:
-        a = self.air_cfg
+        a = self.cfg
         def logit(p: float) -> float:
             p = min(max(p, 1e-4), 1 - 1e-4)
             return math.log(p / (1 - p))
@@ -344,7 +388,7 @@ class AIR(nn.Module):
 
     def z_pres_prob(self, step: int | None = None) -> float:
         """The prior's ``rho`` at ``step`` (log-linear annealing from ``z_pres_prob_start``)."""
-        a = self.air_cfg
+        a = self.cfg
         step = self._step if step is None else step
         if a.z_pres_prob_start is None or a.z_pres_anneal_steps <= 0:
             return a.z_pres_prob
@@ -353,7 +397,7 @@ class AIR(nn.Module):
 
     def prior_step_probs(self, steps: int) -> list[float]:
         rho = self.z_pres_prob()
-        if self.air_cfg.z_pres_prior == "geometric":
+        if self.cfg.z_pres_prior == "geometric":
             return geometric_step_probs(rho, steps)
         return [rho] * steps
 
@@ -363,14 +407,14 @@ class AIR(nn.Module):
         model_params = [p for p in self.parameters() if id(p) not in baseline_ids]
         baseline_params = list(self.baseline.parameters())
         return [{"params": model_params, "lr": lr, "name": "model"},
-                {"params": baseline_params, "lr": self.air_cfg.baseline_lr, "name": "baseline"}]
+                {"params": baseline_params, "lr": self.cfg.baseline_lr, "name": "baseline"}]
 
     # --- decoding -----------------------------------------------------------------------------------------
     def decode(self, z_what: Tensor) -> tuple[Tensor, Tensor | None]:
         """``z_what [M,D]`` -> patch colours ``[M,C,P,P]`` and (``alpha`` composition) alpha ``[M,1,P,P]``."""
         out = self.decoder(z_what)
         c, p = self.in_channels, self.patch
-        bias = self.air_cfg.decoder_bias
+        bias = self.cfg.decoder_bias
         if not self.alpha:
             return torch.sigmoid(out + bias).view(-1, c, p, p), None
         colour = torch.sigmoid(out[:, : c * p * p]).view(-1, c, p, p)
@@ -385,7 +429,7 @@ class AIR(nn.Module):
 
     # --- forward ------------------------------------------------------------------------------------------
     def forward(self, image: Tensor, num_slots: int | None = None) -> ModelOutput:
-        a = self.air_cfg
+        a = self.cfg
         steps = self.max_steps if num_slots is None else int(num_slots) - 1
         if steps < 1:
             raise ValueError(f"AIR: num_slots must be at least 2 (background + one step), got {num_slots}")
@@ -528,7 +572,7 @@ class AIR(nn.Module):
 
         Uses the statistics from before this batch, then (in training) updates them with it.
         """
-        if not self.air_cfg.baseline_normalize:
+        if not self.cfg.baseline_normalize:
             return signal.new_zeros(()), signal.new_ones(())
         weight = mask.sum()
         if not (self.training and weight > 0):

@@ -1,34 +1,64 @@
-"""Attention networks: each maps an image to K log masks that sum to one per pixel.
+"""MONet's attention network and the ``model.attention`` settings of every attention network.
 
-Interface: ``attention(image [B,C,H,W], num_slots K) -> log_masks [B,K,1,H,W]`` with
-``log_masks.exp().sum(1) == 1``.
+An attention network maps an image to K log masks that sum to one per pixel:
+``attention(image [B,C,H,W], num_slots K) -> log_masks [B,K,1,H,W]`` with ``log_masks.exp().sum(1) == 1``.
 
 - :class:`RecurrentUNetAttention` is MONet's: a U-Net called K-1 times on the image and the current
   log scope; stick-breaking is done entirely in log space (no clamps, no epsilons).
-- One-pass segmentation networks (MONet-RN50/RN50*) live in :mod:`scenedecomp.models.resnet_attention`
-  and are built by :func:`build_attention`.
+- One-pass segmentation networks (MONet-RN50/RN50*) live in :mod:`scenedecomp.models.resnet_attention`;
+  :func:`scenedecomp.models.monet.build_attention` picks one by :attr:`AttentionConfig.type`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..training.config import AttentionConfig
+from ..choices import Choice
 
 
-def stick_breaking_log_masks(logits: Tensor) -> Tensor:
-    """Turn ``K-1`` logits into ``K`` log masks by stick-breaking in log space.
+class AttentionType(Choice):
+    unet_recurrent = "unet_recurrent"  # MONet: recurrent U-Net (this module)
+    resnet = "resnet"  # MONet-RN50: one-pass ResNet segmentation (resnet_attention.py)
+    resnet_skip = "resnet_skip"  # MONet-RN50*: the same with U-Net skips
 
-    ``logits [B,K-1,1,H,W] -> log_masks [B,K,1,H,W]`` where
-    ``log m_k = logsigmoid(a_k) + sum_{j<k} logsigmoid(-a_j)`` and the last mask is the remaining scope.
-    """
-    log_keep = F.logsigmoid(logits)  # log sigmoid(a_k): share of the scope taken by slot k
-    log_pass = F.logsigmoid(-logits)  # log(1 - sigmoid(a_k)): share passed on
-    log_scope = torch.cumsum(log_pass, dim=1)  # log s_k after k steps
-    prev_scope = torch.cat([torch.zeros_like(log_scope[:, :1]), log_scope[:, :-1]], dim=1)
-    return torch.cat([prev_scope + log_keep, log_scope[:, -1:]], dim=1)
+
+class MaskNormalization(Choice):  # one-pass attention: from the head's logits to K masks
+    stick_breaking = "stick_breaking"
+    softmax = "softmax"
+
+
+class Padding(Choice):  # U-Net 3x3 conv padding
+    zeros = "zeros"  # the paper's
+    replicate = "replicate"  # no border signature
+
+
+class Downsample(Choice):  # U-Net x0.5 resize
+    nearest = "nearest"  # the paper's: keeps the even rows and columns
+    area = "area"  # 2x2 mean
+
+
+class Backbone(Choice):  # one-pass attention's torchvision ResNet
+    resnet18 = "resnet18"
+    resnet34 = "resnet34"
+    resnet50 = "resnet50"
+
+
+@dataclass
+class AttentionConfig:
+    """``model.attention``: which attention network and its settings (each field says who reads it)."""
+
+    type: AttentionType = AttentionType.unet_recurrent
+    channels: list[int] = field(default_factory=lambda: [32, 32, 64, 64, 64])  # U-Net block widths
+    mlp_hidden: list[int] = field(default_factory=lambda: [128, 128])  # U-Net bottleneck MLP
+    backbone: Backbone = Backbone.resnet50  # one-pass attention
+    pretrained: str | None = None  # one-pass attention: local state-dict file or torchvision weights name
+    mask_normalization: MaskNormalization = MaskNormalization.stick_breaking  # one-pass attention
+    padding: Padding = Padding.zeros  # U-Net
+    downsample: Downsample = Downsample.nearest  # U-Net
 
 
 class _ConvBlock(nn.Sequential):
@@ -36,7 +66,7 @@ class _ConvBlock(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, padding: str = "zeros"):
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False, padding_mode=padding),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False, padding_mode=str(padding)),
             nn.InstanceNorm2d(out_channels, affine=True),
             nn.ReLU(inplace=True),
         )
@@ -130,12 +160,3 @@ class RecurrentUNetAttention(nn.Module):
             log_scope = log_scope + F.logsigmoid(-logits)
         log_masks.append(log_scope)
         return torch.stack(log_masks, dim=1)
-
-
-def build_attention(cfg: AttentionConfig, in_channels: int, image_size: int, num_slots: int) -> nn.Module:
-    """Build the attention network named by ``cfg.type``."""
-    if cfg.type == "unet_recurrent":
-        return RecurrentUNetAttention(cfg, in_channels, image_size)
-    from .resnet_attention import ResNetAttention  # one-pass segmentation attention (RN50 / RN50*)
-
-    return ResNetAttention(cfg, in_channels, image_size, num_slots)

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor, nn
 
-from ..training.config import ComponentConfig
+from ..choices import Choice
+
+
+class OutputActivation(Choice):  # applied to the decoded image means
+    sigmoid = "sigmoid"  # means in [0, 1]
+    none = "none"  # unbounded means
+
+
+@dataclass
+class ComponentConfig:
+    """``model.component``: the component VAE's widths (see :class:`ComponentVAE`)."""
+
+    encoder_channels: list[int] = field(default_factory=lambda: [32, 32, 64, 64])
+    encoder_hidden: int = 256
+    decoder_channels: int = 32
+    decoder_layers: int = 4
+    output_activation: OutputActivation = OutputActivation.sigmoid
+    channels_last: bool = True  # broadcast decoder memory layout (speed only: the same computation)
 
 
 def _coordinate_grid(height: int, width: int) -> Tensor:

@@ -42,7 +42,16 @@ import math
 import torch
 from torch import nn
 
-SCHEMES = ("torch_default", "trunc_normal_default", "trunc_normal_kaiming")
+from ..choices import Choice
+
+
+class InitScheme(Choice):  # ``model.init``
+    torch_default = "torch_default"
+    trunc_normal_default = "trunc_normal_default"
+    trunc_normal_kaiming = "trunc_normal_kaiming"
+
+
+SCHEMES = InitScheme.names()
 INIT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
                nn.Linear)
 

@@ -38,15 +38,53 @@ in eval mode, so evaluation is deterministic.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..training.config import ModelConfig
-from .attention import build_attention
-from .component_vae import ComponentVAE
+from ..choices import Choice
+from .attention import AttentionConfig, AttentionType, RecurrentUNetAttention
+from .component_vae import ComponentConfig, ComponentVAE
 from .output import ModelOutput
+
+
+class Likelihood(Choice):  # see the module docstring
+    per_pixel = "per_pixel"
+    per_channel = "per_channel"
+
+
+@dataclass
+class LossConfig:
+    """``model.loss``: MONet's loss weights and options (see the module docstring)."""
+
+    sigma_bg: float = 0.09
+    sigma_fg: float = 0.11
+    beta: float = 0.5
+    gamma: float = 0.5
+    beta_warmup_steps: int = 0  # beta rises linearly from 0 over these training steps (0: constant beta)
+    likelihood: Likelihood = Likelihood.per_pixel
+    # GECO (Rezende & Viola 2018, as in GENESIS): weight the NLL by an adaptive lambda that grows while the
+    # training reconstruction MSE (moving average) is above this target and shrinks below it. None: off.
+    geco_mse_target: float | None = None
+    geco_rate: float = 0.01  # lambda *= exp(rate * (mse_ema / target - 1)) per step
+    geco_ema: float = 0.99  # moving-average factor of the measured MSE
+    geco_max_weight: float = 16.0  # lambda is kept in [geco_min_weight, geco_max_weight]
+    # lower bound of lambda (None: 1 / geco_max_weight); 1.0 hands the loss back to the paper's balance once
+    # the target is met instead of weighting the KL terms up
+    geco_min_weight: float | None = None
+
+
+@dataclass
+class MONetConfig:
+    """Everything :class:`MONet` reads: K, the latent size and the three parts' settings."""
+
+    num_slots: int = 5
+    latent_dim: int = 16
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    component: ComponentConfig = field(default_factory=ComponentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -90,6 +128,15 @@ def mask_kl(log_masks: Tensor, mask_logits: Tensor) -> Tensor:
     return (log_masks.exp() * (log_masks - log_q)).flatten(1).sum(1)
 
 
+def build_attention(cfg: AttentionConfig, in_channels: int, image_size: int, num_slots: int) -> nn.Module:
+    """Build the attention network named by ``cfg.type`` (MONet's U-Net, or RN50 / RN50*)."""
+    if cfg.type == AttentionType.unet_recurrent:
+        return RecurrentUNetAttention(cfg, in_channels, image_size)
+    from .resnet_attention import ResNetAttention  # imports torchvision, so only when asked for
+
+    return ResNetAttention(cfg, in_channels, image_size, num_slots)
+
+
 class MONet(nn.Module):
     """MONet with a configurable attention network.
 
@@ -97,7 +144,7 @@ class MONet(nn.Module):
     The component VAE runs once on all ``B*K`` slots.
     """
 
-    def __init__(self, cfg: ModelConfig, in_channels: int = 3, image_size: int = 64):
+    def __init__(self, cfg: MONetConfig, in_channels: int = 3, image_size: int = 64):
         super().__init__()
         self.cfg = cfg
         self.num_slots = cfg.num_slots

@@ -70,8 +70,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from ..training.config import AttentionConfig
-from .attention import stick_breaking_log_masks
+from .attention import AttentionConfig
+from .masks import stick_breaking_log_masks
 
 BACKBONES: dict[str, tuple[int, ...]] = {
     # stage channels: stem, layer1, layer2, layer3, layer4
@@ -224,14 +224,14 @@ class ResNetAttention(nn.Module):
         self.in_channels = in_channels
         self.skip = cfg.type == "resnet_skip"
         self.mask_normalization = cfg.mask_normalization
-        self.backbone = cfg.backbone
+        self.backbone = backbone = str(cfg.backbone)
         self.pretrained_path: str | None = None
 
-        resnet = getattr(torchvision.models, cfg.backbone)(weights=None)
+        resnet = getattr(torchvision.models, backbone)(weights=None)
         self.expand_gray = False
         if cfg.pretrained:
-            path = resolve_pretrained(cfg.pretrained, cfg.backbone)
-            state = load_backbone_state_dict(path, cfg.backbone, resnet)
+            path = resolve_pretrained(cfg.pretrained, backbone)
+            state = load_backbone_state_dict(path, backbone, resnet)
             resnet.load_state_dict(state, strict=False)  # checked above: only fc.* can be missing
             self.pretrained_path = str(path)
             if in_channels == 1:
@@ -251,7 +251,7 @@ class ResNetAttention(nn.Module):
         if self.pretrained_path is not None:
             self.encoder.keep_init = True  # initialize() must not overwrite the transferred weights
 
-        stage_channels = BACKBONES[cfg.backbone]
+        stage_channels = BACKBONES[backbone]
         self.skip_stages = ("layer3", "layer2", "layer1", "stem") if self.skip else ()
         skip_channels = tuple(reversed(stage_channels[:4])) if self.skip else (0, 0, 0, 0)
         self.decoder = nn.ModuleList()

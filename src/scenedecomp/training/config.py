@@ -1,8 +1,10 @@
 """Run configuration: typed dataclasses, YAML presets and dotted ``key=value`` overrides.
 
+:class:`RunConfig` assembles the sections of a run: ``data`` and ``optim`` / ``trainer`` (defined here)
+and ``model`` (:class:`scenedecomp.models.ModelConfig`, which assembles each model's own settings).
 A preset is a YAML file in the package's ``configs/`` folder (``src/scenedecomp/configs``, shipped in the
-wheel) or any path. It is merged onto the typed schema below, so an unknown key or a value of the wrong
-type is refused with one line naming the key.
+wheel) or any path. It is merged onto the typed schema, so an unknown key, a value of the wrong type or
+an unknown choice is refused with one line naming the key.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from ..models import ModelConfig
+from .presets import CONFIG_DIR, PresetError, list_presets, preset_layers, preset_path
+
+__all__ = ["CONFIG_DIR", "ConfigError", "DataConfig", "OptimConfig", "RunConfig", "TrainerConfig", "list_presets",
+           "load_config", "preset_path", "to_dict", "to_yaml", "validate"]
 
 
 class ConfigError(ValueError):
@@ -30,87 +38,6 @@ class DataConfig:
     eval_batch_size: int | None = None
     num_workers: int = 0
     options: dict[str, Any] = field(default_factory=dict)  # extra dataset-specific options
-
-
-@dataclass
-class AttentionConfig:
-    # unet_recurrent (MONet) | resnet (MONet-RN50) | resnet_skip (MONet-RN50*)
-    type: str = "unet_recurrent"
-    channels: list[int] = field(default_factory=lambda: [32, 32, 64, 64, 64])  # U-Net block widths
-    mlp_hidden: list[int] = field(default_factory=lambda: [128, 128])  # U-Net bottleneck MLP
-    backbone: str = "resnet50"
-    pretrained: str | None = None  # local state-dict file or torchvision weights name
-    mask_normalization: str = "stick_breaking"  # stick_breaking | softmax (one-pass attention)
-    padding: str = "zeros"  # U-Net 3x3 conv padding: zeros (paper) | replicate (no border signature)
-    downsample: str = "nearest"  # U-Net x0.5 resize: nearest (paper; keeps even rows/columns) | area (2x2 mean)
-
-
-@dataclass
-class ComponentConfig:
-    encoder_channels: list[int] = field(default_factory=lambda: [32, 32, 64, 64])
-    encoder_hidden: int = 256
-    decoder_channels: int = 32
-    decoder_layers: int = 4
-    output_activation: str = "sigmoid"  # sigmoid | none
-    channels_last: bool = True  # broadcast decoder memory layout (speed only: the same computation)
-
-
-@dataclass
-class LossConfig:
-    sigma_bg: float = 0.09
-    sigma_fg: float = 0.11
-    beta: float = 0.5
-    gamma: float = 0.5
-    beta_warmup_steps: int = 0  # beta rises linearly from 0 over these training steps (0: constant beta)
-    likelihood: str = "per_pixel"  # per_pixel | per_channel (see models/monet.py)
-    # GECO (Rezende & Viola 2018, as in GENESIS): weight the NLL by an adaptive lambda that grows while the
-    # training reconstruction MSE (moving average) is above this target and shrinks below it. None: off.
-    geco_mse_target: float | None = None
-    geco_rate: float = 0.01  # lambda *= exp(rate * (mse_ema / target - 1)) per step
-    geco_ema: float = 0.99  # moving-average factor of the measured MSE
-    geco_max_weight: float = 16.0  # lambda is kept in [geco_min_weight, geco_max_weight]
-    # lower bound of lambda (None: 1 / geco_max_weight); 1.0 hands the loss back to the paper's balance once
-    # the target is met instead of weighting the KL terms up
-    geco_min_weight: float | None = None
-
-
-@dataclass
-class AirConfig:
-    max_steps: int = 3
-    lstm_hidden: int = 256
-    patch_size: int = 28
-    what_dim: int = 50
-    what_hidden: int = 200
-    decoder_bias: float = -2.0
-    likelihood_sd: float = 0.3
-    z_pres_prior: str = "bernoulli"  # bernoulli | geometric
-    z_pres_prob: float = 0.01
-    z_pres_prob_start: float | None = None  # annealing start (geometric/bernoulli)
-    z_pres_anneal_steps: int = 0
-    z_where_prior_scale_mean: float = 3.0
-    z_where_prior_scale_sd: float = 0.2
-    baseline_hidden: int = 256
-    baseline_lr: float = 1e-3
-    baseline_pool: int = 2  # the baseline reads the image average-pooled by this factor
-    baseline_normalize: bool = True  # NVIL-style running centring/scaling of the baseline's target
-    z_pres_init: float = 0.9  # initial p_pres of the first step
-    z_pres_init_later: float | None = 0.2  # initial p_pres of later steps (None: same as z_pres_init)
-    composition: str = "additive"  # additive (paper) | alpha (decoded alpha, step-ordered compositing)
-    background: str = "none"  # none (black) | color (one predicted colour per image)
-    mask_background: float = 0.1  # additive composition: background weight of the derived masks
-
-
-@dataclass
-class ModelConfig:
-    name: str = "monet"  # monet | air
-    num_slots: int = 5
-    eval_num_slots: int | None = None  # K at evaluation (None: same as training)
-    latent_dim: int = 16
-    init: str = "torch_default"  # torch_default | trunc_normal_default | trunc_normal_kaiming
-    attention: AttentionConfig = field(default_factory=AttentionConfig)
-    component: ComponentConfig = field(default_factory=ComponentConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    air: AirConfig = field(default_factory=AirConfig)
 
 
 @dataclass
@@ -160,27 +87,6 @@ class RunConfig:
     notes: str = ""  # free text: deviations from the paper, provenance
 
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # packaged: src/scenedecomp/configs/*.yaml
-
-
-def preset_path(name_or_path: str | Path) -> Path:
-    """Resolve a preset name (``monet-demo``) or a YAML path to an existing file."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
-        return path
-    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = ", ".join(list_presets())
-    raise ConfigError(f"unknown preset {str(name_or_path)!r}; known presets: {known}")
-
-
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
-
-
 def _merge(base: DictConfig, other: Any, origin: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, other)
@@ -200,15 +106,12 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | tuple[s
     """Build a typed :class:`RunConfig` from a preset plus ``dotted.key=value`` overrides."""
     cfg = OmegaConf.structured(RunConfig)
     if preset is not None:
-        path = preset_path(preset)
         try:
-            loaded = OmegaConf.load(path)
-        except Exception as err:  # yaml syntax errors
-            raise ConfigError(f"{path}: cannot parse YAML ({str(err).splitlines()[0]})") from None
-        if not isinstance(loaded, DictConfig):
-            raise ConfigError(f"{path}: the top level must be a mapping of settings (key: value), "
-                              f"not a {type(loaded).__name__.removesuffix('Config').lower()}")
-        cfg = _merge(cfg, loaded, str(path))
+            layers = preset_layers(preset_path(preset))
+        except PresetError as err:
+            raise ConfigError(str(err)) from None
+        for path, settings in layers:
+            cfg = _merge(cfg, settings, str(path))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like dotted.key=value")
@@ -225,26 +128,10 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | tuple[s
 def validate(cfg: RunConfig) -> None:
     """Semantic checks beyond types; raise :class:`ConfigError` with one line."""
     m = cfg.model
-    if m.name not in ("monet", "air"):
-        raise ConfigError(f"model.name: unknown model {m.name!r}; expected monet or air")
     if m.num_slots < 2:  # AIR: K = N + 1 as well
         raise ConfigError(f"model.num_slots: K must be at least 2, got {m.num_slots}")
     if m.eval_num_slots is not None and m.eval_num_slots < 2:
         raise ConfigError(f"model.eval_num_slots: K must be at least 2, got {m.eval_num_slots}")
-    if m.attention.type not in ("unet_recurrent", "resnet", "resnet_skip"):
-        raise ConfigError(f"model.attention.type: unknown {m.attention.type!r}")
-    if m.attention.mask_normalization not in ("stick_breaking", "softmax"):
-        raise ConfigError(f"model.attention.mask_normalization: unknown {m.attention.mask_normalization!r}")
-    if m.attention.downsample not in ("nearest", "area"):
-        raise ConfigError(f"model.attention.downsample: expected nearest or area, got {m.attention.downsample!r}")
-    if m.attention.padding not in ("zeros", "replicate"):
-        raise ConfigError(f"model.attention.padding: expected zeros or replicate, got {m.attention.padding!r}")
-    if m.loss.likelihood not in ("per_pixel", "per_channel"):
-        raise ConfigError(f"model.loss.likelihood: expected per_pixel or per_channel, got {m.loss.likelihood!r}")
-    if m.component.output_activation not in ("sigmoid", "none"):
-        raise ConfigError(f"model.component.output_activation: unknown {m.component.output_activation!r}")
-    if m.init not in ("torch_default", "trunc_normal_default", "trunc_normal_kaiming"):
-        raise ConfigError(f"model.init: unknown {m.init!r}")
     if m.loss.geco_mse_target is not None and not (m.loss.geco_mse_target > 0 and m.loss.geco_rate > 0
                                                    and 0 <= m.loss.geco_ema < 1 and m.loss.geco_max_weight >= 1
                                                    and (m.loss.geco_min_weight is None
@@ -309,4 +196,10 @@ def _validate_ranges(cfg: RunConfig) -> None:
 
 
 def to_yaml(cfg: RunConfig) -> str:
+    """The YAML of ``config.yaml`` (choices written by name); :func:`load_config` reads it back."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """``cfg`` as plain data (choices as strings), as stored in a checkpoint's hyper-parameters."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)  # type: ignore[return-value]

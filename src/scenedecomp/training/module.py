@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from enum import Enum
 
 import lightning as L
 import torch
@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from .. import metrics as M
 from ..models import build_model
 from ..models.output import ModelOutput
-from .config import RunConfig
+from .config import RunConfig, to_dict
 
 
 def batch_metrics(batch: dict, out: ModelOutput, background_labels=(0,)) -> dict[str, torch.Tensor]:
@@ -26,6 +26,17 @@ def batch_metrics(batch: dict, out: ModelOutput, background_labels=(0,)) -> dict
     return result
 
 
+def _plain(value):
+    """``value`` with every config choice (an enum, e.g. from ``dataclasses.asdict``) replaced by its name."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 class SceneDecompModule(L.LightningModule):
     """Trains and validates any model that returns a :class:`ModelOutput`.
 
@@ -36,6 +47,7 @@ class SceneDecompModule(L.LightningModule):
     def __init__(self, config: dict, in_channels: int = 3, image_size: int = 64,
                  background_labels: tuple[int, ...] = (0,)):
         super().__init__()
+        config = _plain(config)  # stored in checkpoints, which must hold plain data only (weights_only reads)
         self.save_hyperparameters()
         self.cfg: RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), config))
         self.background_labels = tuple(background_labels)
@@ -45,7 +57,7 @@ class SceneDecompModule(L.LightningModule):
 
     @classmethod
     def from_config(cls, cfg: RunConfig, in_channels: int, image_size: int, background_labels=(0,)):
-        return cls(asdict(cfg), in_channels, image_size, tuple(background_labels))
+        return cls(to_dict(cfg), in_channels, image_size, tuple(background_labels))
 
     def configure_model(self) -> None:
         # nn.Module.compile compiles the model's __call__ in place: parameter names, and so checkpoints,

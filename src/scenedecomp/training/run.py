@@ -33,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import DatasetError, open_dataset
-from .config import ConfigError, RunConfig, to_yaml, validate
+from .config import ConfigError, RunConfig, to_dict, to_yaml, validate
 from .module import SceneDecompModule, batch_metrics
 from .safety import (
     RUN_MARKER,
@@ -133,7 +133,7 @@ def environment(cfg: RunConfig) -> dict:
     import numpy
     import torchvision
 
-    from .. import __version__
+    from ..version import __version__
 
     return {
         "scenedecomp": __version__,
@@ -240,7 +240,7 @@ def load_module(ckpt: Path, cfg: RunConfig) -> SceneDecompModule:
     """Load weights from ``ckpt`` into a module built from ``cfg``; refuse a mismatch in one line."""
     state = read_checkpoint(ckpt)
     hp = state.get("hyper_parameters", {})
-    module = SceneDecompModule(asdict(cfg), hp.get("in_channels", 3), hp.get("image_size", cfg.data.image_size),
+    module = SceneDecompModule(to_dict(cfg), hp.get("in_channels", 3), hp.get("image_size", cfg.data.image_size),
                                tuple(hp.get("background_labels", (0,))))
     try:
         result = module.load_state_dict(state["state_dict"], strict=False)

@@ -1,0 +1,106 @@
+"""Preset files: finding them and composing them from fragments (YAML only; no schema, no torch).
+
+A preset is a YAML file: one of the package's ``configs/*.yaml`` (``src/scenedecomp/configs``, shipped in
+the wheel; ``scenedecomp presets`` lists them) or any path. It may start from fragments and then state
+only its differences::
+
+    defaults: {model: monet-paper, dataset: objects_room}
+    name: monet-objects-room
+    notes: ...
+
+``model: NAME`` is ``configs/model/NAME.yaml`` and ``dataset: NAME`` is ``configs/dataset/NAME.yaml`` (either
+may be left out; a ``model``/``dataset`` folder beside a preset file outside the package is searched
+first). A fragment is a partial run config and may itself say ``defaults:`` (``model/monet-rn50.yaml``
+starts from ``model/monet-paper.yaml``). When a preset names both, ``configs/override/MODEL+DATASET.yaml``
+is applied too if it exists: what that model needs on that dataset (the paper's 6-block U-Net at 128x128).
+
+:func:`preset_layers` returns the layers in merge order: the model fragment (after its own defaults),
+the dataset fragment, the model x dataset override, then the preset itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # packaged: src/scenedecomp/configs/*.yaml
+GROUPS = ("model", "dataset")  # fragment folders under CONFIG_DIR
+OVERRIDE_DIR = "override"  # CONFIG_DIR/override/MODEL+DATASET.yaml
+
+
+class PresetError(ValueError):
+    """A preset file cannot be found, read or composed (one-line message)."""
+
+
+def list_presets() -> list[str]:
+    """The packaged presets (top-level ``configs/*.yaml``; fragments in subfolders are not presets)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
+
+
+def list_fragments(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """Resolve a preset name (``monet-demo``) or a YAML path to an existing file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise PresetError(f"{path}: no such config file")
+        return path
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise PresetError(f"unknown preset {str(name_or_path)!r}; known presets: {', '.join(list_presets())}")
+
+
+def read_yaml(path: Path) -> DictConfig:
+    """A YAML file whose top level is a mapping."""
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as err:  # yaml syntax errors
+        raise PresetError(f"{path}: cannot parse YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(loaded, DictConfig):
+        raise PresetError(f"{path}: the top level must be a mapping of settings (key: value), "
+                          f"not a {type(loaded).__name__.removesuffix('Config').lower()}")
+    return loaded
+
+
+def _defaults(path: Path, body: DictConfig) -> dict[str, str]:
+    """Pop and check ``defaults: {model: NAME, dataset: NAME}`` from ``body``."""
+    if "defaults" not in body:
+        return {}
+    raw = OmegaConf.to_container(body.pop("defaults"))
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise PresetError(f"{path}: defaults must be a mapping like {{model: monet-paper, dataset: objects_room}}")
+    unknown = sorted(set(raw) - set(GROUPS))
+    if unknown:
+        raise PresetError(f"{path}: defaults: unknown group {unknown[0]!r}; expected {' or '.join(GROUPS)}")
+    return dict(raw)
+
+
+def _fragment(group: str, name: str, near: Path) -> Path:
+    for folder in (near.parent / group, CONFIG_DIR / group):
+        candidate = folder / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise PresetError(f"{near}: defaults: unknown {group} {name!r}; known: {', '.join(list_fragments(group))}")
+
+
+def preset_layers(path: Path, _seen: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
+    """``[(file, settings), ...]`` to merge in order for the preset file ``path`` (see the module docstring)."""
+    if path.resolve() in _seen:
+        raise PresetError(f"{path}: defaults form a loop ({' -> '.join(p.stem for p in (*_seen, path))})")
+    seen = (*_seen, path.resolve())
+    body = read_yaml(path)
+    defaults = _defaults(path, body)
+    layers: list[tuple[Path, DictConfig]] = []
+    for group in GROUPS:
+        if group in defaults:
+            layers += preset_layers(_fragment(group, defaults[group], path), seen)
+    if len(defaults) == len(GROUPS):
+        override = CONFIG_DIR / OVERRIDE_DIR / f"{defaults['model']}+{defaults['dataset']}.yaml"
+        if override.is_file():
+            layers += preset_layers(override, seen)
+    return [*layers, (path, body)]
