@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,17 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("scenedecomp")
     result = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("scenedecomp ")
+
+
+def test_presets_into_a_closed_pipe_ends_quietly():
+    # `scenedecomp presets | head -1`: the reader is gone before the command writes (the pipe's read end is
+    # closed before the interpreter has even started), so every write meets a broken pipe
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-c", "import sys; from scenedecomp.cli import main; "
+                               "sys.exit(main(['presets']))"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.stderr == "" and done.returncode == 0

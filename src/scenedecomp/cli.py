@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from . import __version__
+from .version import __version__
 
 
 def _cmd_train(args) -> int:
@@ -77,12 +78,10 @@ def _cmd_visualize(args) -> int:
 
 
 def _cmd_presets(args) -> int:
-    from omegaconf import OmegaConf
-
-    from .training.config import CONFIG_DIR, list_presets
+    from .training.presets import list_presets, preset_path, read_yaml
 
     for name in list_presets():
-        notes = OmegaConf.load(CONFIG_DIR / f"{name}.yaml").get("notes", "") or ""
+        notes = str(read_yaml(preset_path(name)).get("notes", "") or "")
         print(f"{name:34s} {notes.strip().splitlines()[0] if notes.strip() else ''}")
     return 0
 
@@ -174,7 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
+        return code
+    except BrokenPipeError:  # the reader stopped early (`scenedecomp presets | head -1`): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 0
     except (ConfigError, DatasetError, BatchError, RunError, FileNotFoundError) as err:
         print(f"scenedecomp: error: {err}", file=sys.stderr)
         return 2
