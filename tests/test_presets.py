@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scenedecomp.training.config import list_presets, load_config, to_yaml
+from scenedecomp.training.config import ConfigError, list_presets, load_config, to_yaml
+from scenedecomp.training.presets import CONFIG_DIR, list_fragments
 
 RESOLVED = Path(__file__).parent / "presets_resolved"  # to_yaml(load_config(name)) per preset
 
@@ -19,3 +20,51 @@ def test_every_preset_is_pinned():
 @pytest.mark.parametrize("name", sorted(p.stem for p in RESOLVED.glob("*.yaml")))
 def test_resolved_preset_is_unchanged(name):
     assert to_yaml(load_config(name)) == (RESOLVED / f"{name}.yaml").read_text()
+
+
+def test_presets_compose_from_fragments():
+    # a preset names a model and a dataset fragment and states only its differences
+    text = (CONFIG_DIR / "monet-rn50star-objects-room.yaml").read_text()
+    assert "defaults: {model: monet-rn50star, dataset: objects_room}" in text and "channels" not in text
+    assert {"monet-paper", "monet-rn50", "monet-rn50star"} <= set(list_fragments("model"))
+    assert "monet-paper" not in list_presets() and "objects_room" not in list_presets()  # fragments are not presets
+
+
+def test_a_model_dataset_override_applies_only_to_its_pair():
+    assert load_config("monet-clevr").model.attention.channels == [32, 32, 32, 64, 64, 64]
+    assert load_config("monet-rn50-clevr").model.attention.channels == [32, 32, 64, 64, 64]  # unused default
+
+
+def _preset(tmp_path, text: str) -> Path:
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_preset_outside_the_package_uses_packaged_and_local_fragments(tmp_path):
+    cfg = load_config(_preset(tmp_path, "defaults: {model: monet-paper, dataset: objects_room}\nname: mine\n"))
+    assert (cfg.name, cfg.model.num_slots, cfg.data.image_size) == ("mine", 7, 64)
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "mine.yaml").write_text("data: {name: shapes, image_size: 32}\nmodel: {num_slots: 4}\n")
+    cfg = load_config(_preset(tmp_path, "defaults: {model: monet-paper, dataset: mine}\n"))
+    assert (cfg.data.name, cfg.model.num_slots, cfg.optim.name) == ("shapes", 4, "rmsprop")
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("defaults: {model: no-such-model}\n", r"unknown model 'no-such-model'; known: .*monet-paper"),
+    ("defaults: {trainer: fast}\n", "unknown group 'trainer'"),
+    ("defaults: [model/monet-paper]\n", "defaults must be a mapping"),
+    ("defaults: {model: monet-paper}\nmodel: {attention: {type: unet}}\n", "model.attention.type"),
+])
+def test_bad_defaults_are_refused_in_one_line(tmp_path, text, pattern):
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_config(_preset(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+def test_a_defaults_loop_is_refused(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "a.yaml").write_text("defaults: {model: b}\n")
+    (tmp_path / "model" / "b.yaml").write_text("defaults: {model: a}\n")
+    with pytest.raises(ConfigError, match="defaults form a loop"):
+        load_config(_preset(tmp_path, "defaults: {model: a}\n"))

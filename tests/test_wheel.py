@@ -27,8 +27,11 @@ def test_wheel_ships_presets_and_trains_one_step(tmp_path):
                     str(wheels), str(src)], check=True, capture_output=True, timeout=300)
     (wheel,) = wheels.glob("scenedecomp-*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        packaged = {Path(n).stem for n in zf.namelist() if n.startswith("scenedecomp/configs/")}
+        files = [Path(n) for n in zf.namelist() if n.startswith("scenedecomp/configs/")]
+    packaged = {p.stem for p in files if p.parent.name == "configs"}  # presets; fragments live in subfolders
     assert {"monet-demo", "air-multi-mnist", "monet-multi-sprites"} <= packaged
+    fragments = {f"{p.parent.name}/{p.stem}" for p in files if p.parent.name != "configs"}
+    assert {"model/monet-paper", "dataset/multi_sprites-32", "override/monet-paper+clevr"} <= fragments
 
     target = tmp_path / "target"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "-q", "--target",

@@ -9,8 +9,8 @@ only its differences::
     notes: ...
 
 ``model: NAME`` is ``configs/model/NAME.yaml`` and ``dataset: NAME`` is ``configs/dataset/NAME.yaml`` (either
-may be left out; a ``model``/``dataset`` folder beside a preset file outside the package is searched
-first). A fragment is a partial run config and may itself say ``defaults:`` (``model/monet-rn50.yaml``
+may be left out; ``model/``, ``dataset/`` and ``override/`` folders beside a preset file outside the package
+are searched first). A fragment is a partial run config and may itself say ``defaults:`` (``model/monet-rn50.yaml``
 starts from ``model/monet-paper.yaml``). When a preset names both, ``configs/override/MODEL+DATASET.yaml``
 is applied too if it exists: what that model needs on that dataset (the paper's 6-block U-Net at 128x128).
 
@@ -80,16 +80,20 @@ def _defaults(path: Path, body: DictConfig) -> dict[str, str]:
     return dict(raw)
 
 
-def _fragment(group: str, name: str, near: Path) -> Path:
-    for folder in (near.parent / group, CONFIG_DIR / group):
+def _fragment(group: str, name: str, root: Path, origin: Path) -> Path:
+    for folder in (root / group, CONFIG_DIR / group):
         candidate = folder / f"{name}.yaml"
         if candidate.is_file():
             return candidate
-    raise PresetError(f"{near}: defaults: unknown {group} {name!r}; known: {', '.join(list_fragments(group))}")
+    raise PresetError(f"{origin}: defaults: unknown {group} {name!r}; known: {', '.join(list_fragments(group))}")
 
 
-def preset_layers(path: Path, _seen: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
-    """``[(file, settings), ...]`` to merge in order for the preset file ``path`` (see the module docstring)."""
+def preset_layers(path: Path, root: Path | None = None, _seen: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
+    """``[(file, settings), ...]`` to merge in order for the preset file ``path`` (see the module docstring).
+
+    Fragments are looked up in ``root`` (the preset's folder) and then in the package's ``configs/``.
+    """
+    root = path.parent if root is None else root
     if path.resolve() in _seen:
         raise PresetError(f"{path}: defaults form a loop ({' -> '.join(p.stem for p in (*_seen, path))})")
     seen = (*_seen, path.resolve())
@@ -98,9 +102,17 @@ def preset_layers(path: Path, _seen: tuple[Path, ...] = ()) -> list[tuple[Path, 
     layers: list[tuple[Path, DictConfig]] = []
     for group in GROUPS:
         if group in defaults:
-            layers += preset_layers(_fragment(group, defaults[group], path), seen)
+            layers += preset_layers(_fragment(group, defaults[group], root, path), root, seen)
     if len(defaults) == len(GROUPS):
-        override = CONFIG_DIR / OVERRIDE_DIR / f"{defaults['model']}+{defaults['dataset']}.yaml"
-        if override.is_file():
-            layers += preset_layers(override, seen)
+        override = _override(defaults["model"], defaults["dataset"], root)
+        if override is not None:
+            layers += preset_layers(override, root, seen)
     return [*layers, (path, body)]
+
+
+def _override(model: str, dataset: str, root: Path) -> Path | None:
+    for folder in (root / OVERRIDE_DIR, CONFIG_DIR / OVERRIDE_DIR):
+        candidate = folder / f"{model}+{dataset}.yaml"
+        if candidate.is_file():
+            return candidate
+    return None
