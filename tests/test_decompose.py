@@ -12,7 +12,7 @@ from PIL import Image
 import scenedecomp
 from scenedecomp.cli import main
 from scenedecomp.decomposition import slot_statistics
-from scenedecomp.training.run import find_run, load_module
+from scenedecomp.training.checkpoint import find_run, load_module
 
 
 @pytest.fixture(scope="module")

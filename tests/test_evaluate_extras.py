@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from scenedecomp.cli import main
+from scenedecomp.training.checkpoint import find_run, load_module
 from scenedecomp.training.disentangle import DisentanglementError, score_split
-from scenedecomp.training.run import find_run, load_module
 
 
 def test_evaluate_disentanglement_writes_metrics_and_matrix(monet_run, capsys):

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from scenedecomp.cli import main
-from scenedecomp.training.run import find_run, load_module, open_split
+from scenedecomp.training.checkpoint import find_run, load_module
+from scenedecomp.training.loaders import open_split
 from scenedecomp.viz.traversals import largest_foreground_slot, traverse
 
 

@@ -12,7 +12,7 @@ from .version import __version__
 
 def _cmd_train(args) -> int:
     from .training.config import load_config
-    from .training.run import train
+    from .training.train import train
 
     cfg = load_config(args.config, args.overrides)
     metrics = train(cfg, overwrite=args.overwrite, resume=args.resume, quiet=args.quiet)
@@ -39,7 +39,7 @@ def _print_summary(metrics: dict, where: str) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from .training.run import evaluate
+    from .training.evaluate import evaluate
 
     metrics = evaluate(args.run, split=args.split, num_slots=args.num_slots, batch_size=args.batch_size,
                        out=args.out, progress=not args.quiet)
@@ -61,7 +61,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_visualize(args) -> int:
-    from .training.run import visualize
+    from .training.evaluate import visualize
 
     if args.traversals:
         from .training.traversals import write_traversals
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .data import BatchError, DatasetError
     from .training.config import ConfigError
-    from .training.run import RunError
+    from .training.run_dir import RunError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

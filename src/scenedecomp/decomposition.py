@@ -171,7 +171,7 @@ def _load(run):
     """``run`` (directory, checkpoint path or an already loaded module) -> the eval-mode module."""
     if isinstance(run, torch.nn.Module):
         return run.eval()
-    from .training.run import find_run, load_module
+    from .training.checkpoint import find_run, load_module
 
     _, ckpt, cfg = find_run(run)
     return load_module(ckpt, cfg)
@@ -337,7 +337,7 @@ def decompose(images, run, *, num_slots: int | None = None, batch_size: int = 64
     Args:
         images: a tensor ``[N,C,H,W]``/``[C,H,W]`` in [0,1], a numpy array (uint8 or float, channels first
             or last), a file or directory path, or a list of paths / PIL images.
-        run: a run directory, a ``.ckpt`` file, or a module from :func:`scenedecomp.training.run.load_module`.
+        run: a run directory, a ``.ckpt`` file, or a module from :func:`scenedecomp.training.checkpoint.load_module`.
         num_slots: ``K`` at inference (recurrent attention and AIR; default: the run's).
         batch_size: images per forward pass.
         progress: show a progress bar (stderr).
@@ -463,7 +463,7 @@ class _Writer:
         _atomic_write(path, lambda fh: image.save(fh, format="PNG"))
 
     def write_batch(self, batch: Sequence[_Input], r: dict[str, torch.Tensor]) -> None:
-        from .training.run import write_json
+        from .training.run_dir import write_json
 
         k = r["log_masks"].shape[1]
         masks = r["log_masks"].exp()

@@ -243,7 +243,7 @@ def _cmd_step(args) -> int:
     if args.out:
         from pathlib import Path
 
-        from ..training.run import write_json
+        from ..training.run_dir import write_json
 
         write_json(Path(args.out), result)
         print(f"JSON written to {args.out}")

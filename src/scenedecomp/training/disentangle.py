@@ -95,7 +95,9 @@ def evaluate_disentanglement(path, metrics_path: Path, split: str = "test", num_
     ``figure`` (default ``<run>/figures/disentanglement_<split>.png``). Returns the result."""
     import json
 
-    from .run import RunError, find_run, load_module, make_loader, open_split, write_json
+    from .checkpoint import find_run, load_module
+    from .loaders import make_loader, open_split
+    from .run_dir import RunError, write_json
 
     run_dir, ckpt, cfg = find_run(path)
     if batch_size is not None:

@@ -20,7 +20,9 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
     """
     from ..viz.figures import save_figure
     from ..viz.traversals import component_figure, traversal_figure, traverse
-    from .run import RunError, find_run, load_module, open_split
+    from .checkpoint import find_run, load_module
+    from .loaders import open_split
+    from .run_dir import RunError
 
     run_dir, ckpt, cfg = find_run(path)
     module = load_module(ckpt, cfg)

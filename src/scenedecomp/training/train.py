@@ -1,0 +1,231 @@
+"""Training a run: check everything that can be refused, create the run directory, fit with Lightning,
+then evaluate on the test split and draw the figures."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+
+from .checkpoint import read_checkpoint
+from .config import ConfigError, RunConfig, to_yaml
+from .evaluate import evaluate, visualize
+from .loaders import image_shape, make_loader, open_split
+from .module import SceneDecompModule
+from .run_dir import RunError, environment, write_json
+from .safety import (
+    RUN_MARKER,
+    AtomicCheckpointIO,
+    DivergenceError,
+    DivergenceGuard,
+    ResumeState,
+    atomic_write_text,
+    remove_stale_temp_files,
+    unwritable_reason,
+)
+
+
+def train(cfg: RunConfig, overwrite: bool = False, resume: bool = False, quiet: bool = False) -> dict:
+    """Train ``cfg`` to its step or time budget, then evaluate on the test split and draw figures.
+
+    Everything that can be refused (config, data, Lightning's trainer settings) is checked before the run
+    directory is written. A divergence (:class:`~.safety.DivergenceError`) or a failing DataLoader worker
+    becomes a one-line :class:`RunError`. ``quiet`` also silences Lightning's info lines and warnings.
+    Returns the test metrics (also written to ``metrics.json``).
+    """
+    with _quiet_lightning(quiet):
+        try:
+            return _train(cfg, overwrite, resume, quiet)
+        except DivergenceError as err:
+            raise RunError(str(err)) from None
+        except Exception as err:  # noqa: BLE001 - only DataLoader worker failures are translated
+            line = _worker_failure(err)
+            if line is None:
+                raise
+            raise RunError(line) from None
+
+
+def _worker_failure(err: BaseException) -> str | None:
+    """One line for an exception re-raised from a DataLoader worker (its last traceback line), else None."""
+    text = str(err)
+    if "DataLoader worker" not in text:
+        return None
+    if "Original Traceback" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        last = lines[-1]
+        for prefix in ("scenedecomp.data.DatasetError: ", "scenedecomp.data.contract.BatchError: "):
+            last = last.removeprefix(prefix)
+        return f"data loader worker failed: {last}"
+    return f"data loader worker failed: {text.splitlines()[0]}"
+
+
+@contextlib.contextmanager
+def _quiet_lightning(quiet: bool):
+    """With ``quiet``: Lightning's loggers at ERROR and Python warnings ignored, restored afterwards."""
+    if not quiet:
+        yield
+        return
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+    levels = {name: logging.getLogger(name).level for name in names}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+
+
+def prepare_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> Path:
+    """Check the run directory can be used, before anything is written."""
+    out_dir = Path(cfg.out_dir).expanduser()
+    run_dir = out_dir / cfg.name
+    if Path(cfg.name).is_absolute() or ".." in Path(cfg.name).parts or not \
+            os.path.abspath(run_dir).startswith(os.path.join(os.path.abspath(out_dir), "")):
+        raise RunError(f"name={cfg.name}: a run name must stay inside out_dir ({out_dir})")
+    exists = run_dir.exists() and any(run_dir.iterdir()) if run_dir.is_dir() else run_dir.exists()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir}: exists and is not a directory")
+    if exists and not (overwrite or resume):
+        raise RunError(f"{run_dir}: run directory already exists; pass --overwrite, --resume, or another name=")
+    if resume and not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        raise RunError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+    if resume:  # refuse a crafted or foreign checkpoint before Lightning unpickles it
+        read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    if exists and overwrite and not resume and not (run_dir / RUN_MARKER).is_file():
+        raise RunError(f"{run_dir}: refusing to overwrite a directory that is not a scenedecomp run "
+                       f"(no {RUN_MARKER} marker file)")
+    problem = unwritable_reason(run_dir)
+    if problem:
+        raise RunError(f"{run_dir}: run directory {problem}")
+    return run_dir
+
+
+def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from ..viz.figures import curve_figure, save_figure
+    from .hardware import resolve_precision, tune_malloc
+
+    run_dir = prepare_run_dir(cfg, overwrite, resume)
+    tune_malloc()
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator, cfg.model.name)
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    # open everything that can fail before the run directory is touched
+    train_set, val_set = open_split(cfg, "train"), open_split(cfg, "val")
+    in_channels, image_size = image_shape(train_set, f"{cfg.data.name} train")
+    background = tuple(getattr(train_set, "background_labels", (0,)))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    try:
+        module = SceneDecompModule.from_config(cfg, in_channels, image_size, background)
+    except ValueError as err:
+        raise ConfigError(f"model: {err}") from None
+
+    from .callbacks import DecompositionImageCallback, HistoryCallback
+
+    t = cfg.trainer
+    fixed_images = torch.stack([val_set[i]["image"] for i in range(min(4, len(val_set)))])
+    train_loader, val_loader = make_loader(cfg, train_set, True), make_loader(cfg, val_set, False)
+    sampler = train_loader.sampler
+    guard = DivergenceGuard(run_dir, sampler, skip=t.skip_nonfinite_steps)
+    module.divergence_guard = guard
+    callbacks = [
+        ResumeState(sampler, len(train_loader)),
+        guard,
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
+                        every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=-1, save_last=True),
+        HistoryCallback(run_dir / "history.jsonl", cfg.data.batch_size),
+        DecompositionImageCallback(fixed_images, t.image_log_every_n_steps),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    try:  # Lightning checks accelerator/devices/strategy/precision here, before anything is written
+        trainer = _make_trainer(cfg, run_dir, precision, callbacks, quiet)
+    except Exception as err:  # noqa: BLE001 - MisconfigurationException, ValueError, RuntimeError
+        raise ConfigError(f"trainer: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
+
+    if overwrite and run_dir.is_dir() and not resume:
+        shutil.rmtree(run_dir)  # prepare_run_dir checked that it carries our run marker
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / RUN_MARKER, "a scenedecomp run directory; `train --overwrite` may delete it\n")
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    from .hardware import cpu_has_fast_bf16
+
+    write_json(run_dir / "env.json", {**environment(cfg), "precision": precision, "malloc_tuned": tune_malloc(),
+                                      "cpu_fast_bf16": cpu_has_fast_bf16()})
+    if not resume:
+        (run_dir / "history.jsonl").unlink(missing_ok=True)
+    start_step = int(read_checkpoint(run_dir / "checkpoints" / "last.ckpt").get("global_step", 0)) if resume else 0
+    if resume:  # validation rows written after the checkpoint we resume from are redone by this run
+        _truncate_history(run_dir / "history.jsonl", start_step)
+    remove_stale_temp_files(run_dir / "checkpoints")  # a save that was killed midway
+
+    start = time.perf_counter()
+    trainer.fit(module, train_loader, val_loader,
+                ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if resume else None, weights_only=True)
+    train_seconds = time.perf_counter() - start
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # full state, for --resume
+    if not trainer.is_global_zero:
+        return {}
+    images = (trainer.global_step - start_step) * cfg.data.batch_size * trainer.world_size
+    write_json(run_dir / "metrics.json", {"train_seconds": round(train_seconds, 1), "train_steps": trainer.global_step,
+                                          "train_images_per_s": round(images / max(train_seconds, 1e-9), 1),
+                                          "precision": precision})
+    metrics = evaluate(run_dir, "test", progress=not quiet)
+    visualize(run_dir, run_dir / "figures", split="test", num_images=8)
+    history_file = run_dir / "history.jsonl"  # absent when the run ended before its first validation
+    history = [json.loads(line) for line in history_file.read_text().splitlines() if line.strip()] \
+        if history_file.is_file() else []
+    if history:
+        save_figure(curve_figure(history), run_dir / "figures" / "validation_curve.png")
+    return metrics
+
+
+def _truncate_history(path: Path, step: int) -> None:
+    """Keep the rows of ``history.jsonl`` up to ``step`` (atomically)."""
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in rows if json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(rows):
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _make_trainer(cfg: RunConfig, run_dir: Path, precision: str, callbacks: list, quiet: bool):
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    t = cfg.trainer
+    return L.Trainer(
+        default_root_dir=run_dir,
+        max_steps=t.max_steps,
+        max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
+        max_epochs=-1,
+        val_check_interval=t.val_every_n_steps,
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.val_batches if t.val_batches else 1.0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps,
+        precision=precision,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        plugins=[AtomicCheckpointIO()],
+        gradient_clip_val=cfg.optim.grad_clip_norm,
+        logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
+        callbacks=callbacks,
+        enable_progress_bar=t.progress_bar and not quiet,
+        enable_model_summary=not quiet,
+        deterministic=False,
+    )
