@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tfrecord_writer import example, float_feature, frame, one_byte_strings  # noqa: E402
 
 from scenedecomp.data import tfrecord as tfr  # noqa: E402
+from scenedecomp.data import tfrecord_backends as backends  # noqa: E402
 from scenedecomp.data.example_proto import parse_example  # noqa: E402
 from scenedecomp.data.multi_object import decode_record, get_schema  # noqa: E402
 
@@ -76,7 +77,7 @@ def write_file(path: Path, records: int, seed: int = 0) -> dict:
         for _ in range(records):
             rec = synthetic_clevr(rng)
             raw += len(rec)
-            fh.write(frame(rec, tfr.crc32c))
+            fh.write(frame(rec, backends.crc32c))
     return {"records": records, "uncompressed_mb_per_record": raw / records / 1e6,
             "file_mb": path.stat().st_size / 1e6}
 
@@ -129,17 +130,17 @@ def main(argv=None) -> dict:
 
         scenedecomp: dict = {}
         cpu: dict = {}
-        default = f"inflate={tfr.inflate_backend()},crc={tfr.crc_backend()}"
-        default_crc, default_inflate = tfr.crc_backend(), tfr.inflate_backend()
-        for inflate in tfr._INFLATERS:
-            for crc in tfr._BACKENDS:
-                tfr.set_crc_backend(crc)
-                tfr.set_inflate_backend(inflate)
+        default = f"inflate={backends.inflate_backend()},crc={backends.crc_backend()}"
+        default_crc, default_inflate = backends.crc_backend(), backends.inflate_backend()
+        for inflate in backends.INFLATERS:
+            for crc in backends.CRC_BACKENDS:
+                backends.set_crc_backend(crc)
+                backends.set_inflate_backend(inflate)
                 key = f"inflate={inflate},crc={crc}"
                 scenedecomp[key] = best_pass(ours, args.repeats) / n * 1e3
                 cpu[key] = CPU_SECONDS[id(ours)] / n * 1e3
-        tfr.set_crc_backend(default_crc)
-        tfr.set_inflate_backend(default_inflate)
+        backends.set_crc_backend(default_crc)
+        backends.set_inflate_backend(default_inflate)
         result["scenedecomp_ms_per_record"] = scenedecomp
         result["scenedecomp_cpu_ms_per_record"] = cpu
         result["scenedecomp_default_backends"] = default

@@ -24,6 +24,7 @@ from tfrecord_writer import (
 
 from scenedecomp.data import DatasetError
 from scenedecomp.data import tfrecord as tfr
+from scenedecomp.data import tfrecord_backends as backends
 from scenedecomp.data.example_proto import ExampleError, parse_example
 from scenedecomp.data.multi_object import SCHEMAS, decode_record, get_schema, label_map
 
@@ -38,41 +39,41 @@ def rng():
 
 def test_crc32c_check_value():
     assert slow_crc32c(b"123456789") == 0xE3069283
-    assert tfr.crc32c_reference(b"123456789") == 0xE3069283
-    assert tfr.crc32c_numpy(b"123456789") == 0xE3069283
-    assert tfr.crc32c(b"123456789") == 0xE3069283
-    assert tfr.crc32c(b"") == 0
+    assert backends.crc32c_reference(b"123456789") == 0xE3069283
+    assert backends.crc32c_numpy(b"123456789") == 0xE3069283
+    assert backends.crc32c(b"123456789") == 0xE3069283
+    assert backends.crc32c(b"") == 0
 
 
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 511, 512, 513, 1000, 4099, 16384, 16385, 70001])
 def test_crc32c_numpy_matches_bytewise(n, rng):
     data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
     expected = slow_crc32c(data)
-    assert tfr.crc32c_numpy(data) == expected
-    assert tfr.crc32c(data) == expected
+    assert backends.crc32c_numpy(data) == expected
+    assert backends.crc32c(data) == expected
     # continuing a running CRC
     cut = n // 3
-    assert tfr.crc32c_numpy(data[cut:], tfr.crc32c_numpy(data[:cut])) == expected
+    assert backends.crc32c_numpy(data[cut:], backends.crc32c_numpy(data[:cut])) == expected
 
 
 def test_every_available_backend_agrees(rng):
     data = rng.integers(0, 256, 300_001, dtype=np.uint8).tobytes()
-    expected = tfr.crc32c_numpy(data)
-    old = tfr.crc_backend()
+    expected = backends.crc32c_numpy(data)
+    old = backends.crc_backend()
     try:
-        for name in tfr._BACKENDS:
-            tfr.set_crc_backend(name)
-            assert tfr.crc32c(data) == expected, name
+        for name in backends.CRC_BACKENDS:
+            backends.set_crc_backend(name)
+            assert backends.crc32c(data) == expected, name
     finally:
-        tfr.set_crc_backend(old)
+        backends.set_crc_backend(old)
     with pytest.raises(ValueError):
-        tfr.set_crc_backend("nope")
+        backends.set_crc_backend("nope")
 
 
 def test_mask_crc():
     crc = 0x12345678
     rotated = ((crc >> 15) | (crc << 17)) & 0xFFFFFFFF
-    assert tfr.mask_crc(crc) == (rotated + 0xA282EAD8) % 2**32
+    assert backends.mask_crc(crc) == (rotated + 0xA282EAD8) % 2**32
 
 
 # --- Example protos -------------------------------------------------------------------------------------
@@ -145,15 +146,15 @@ def test_concatenated_gzip_members(tmp_path):
 
 def test_inflate_backends_agree(tmp_path, rng):
     records = [rng.integers(0, 4, 100_000, dtype=np.uint8).tobytes() for _ in range(3)]
-    old = tfr.inflate_backend()
+    old = backends.inflate_backend()
     try:
         for comp in ("gzip", "zlib"):
             path = write_tfrecord(tmp_path / f"r.{comp}", records, comp)
-            for name in tfr._INFLATERS:
-                tfr.set_inflate_backend(name)
+            for name in backends.INFLATERS:
+                backends.set_inflate_backend(name)
                 assert list(tfr.iter_records(path)) == records, (comp, name)
     finally:
-        tfr.set_inflate_backend(old)
+        backends.set_inflate_backend(old)
 
 
 def _framed(records):
@@ -298,6 +299,6 @@ def test_wrong_schema_is_a_clear_error(rng):
 
 def test_header_only_file_is_truncated(tmp_path):
     path = tmp_path / "h.tfrecords"
-    path.write_bytes(struct.pack("<Q", 5) + struct.pack("<I", tfr.mask_crc(tfr.crc32c(struct.pack("<Q", 5)))))
+    path.write_bytes(struct.pack("<Q", 5) + struct.pack("<I", backends.mask_crc(backends.crc32c(struct.pack("<Q", 5)))))
     with pytest.raises(DatasetError, match="record 0: file is truncated"):
         list(tfr.iter_records(path))
