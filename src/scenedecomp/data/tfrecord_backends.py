@@ -2,11 +2,11 @@
 
 Optional accelerators, used when importable (neither is required):
 
-- CRC32C: the ``crc32c`` PyPI package or ``google-crc32c`` (hardware CRC, ~20 GB/s); otherwise the
-  built-in numpy implementation (~0.7 GB/s: the data is cut into a few thousand lanes that advance in
+- CRC32C: the ``crc32c`` PyPI package or ``google-crc32c`` (hardware CRC); otherwise the
+  built-in numpy implementation (the data is cut into a few thousand lanes that advance in
   parallel with 16-bit tables, and the lane CRCs are then merged with GF(2) shift operators).
   ``set_crc_backend`` / ``SCENEDECOMP_CRC32C=numpy|crc32c|google-crc32c`` force one.
-- Inflate: ``zlib-ng`` or ``isal`` (3-10x faster than the standard library's zlib on these files);
+- Inflate: ``zlib-ng`` or ``isal`` (faster than the standard library's zlib);
   otherwise :mod:`zlib`. ``set_inflate_backend`` / ``SCENEDECOMP_INFLATE=zlib|zlib-ng|isal`` force one.
 
 Decompression dominates the cost of a CLEVR record (3.2 MB inflated), so with the standard library

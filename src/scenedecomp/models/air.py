@@ -55,23 +55,21 @@ Design choices for reliable counting (the notes report that many public runs ove
   put the baseline's target on a unit scale, so the baseline is useful from the first steps and its
   MSE stays O(1) (it does not swamp gradient clipping). The advantage keeps the true scale, so the
   REINFORCE gradient is not reweighted against the closed-form ``kl_pres`` gradient.
-- Initialisation against the "dud first step" trap (the main failure seen here): if a later step
-  learns to draw a digit that the first step misses, the first step stays present but draws nothing
-  (turning it off would also switch off the step that draws), so single digits are counted twice and
-  no gradient leads out (a blank patch gives its window no reconstruction gradient). With the same
-  initial ``p_pres`` for every step (0.9 or 0.5) this happened in 3 of 6 eight-minute runs; with the
-  split below, in none of the runs so far. The presence logit therefore has a
-  learned per-step offset (``pres_bias``) initialised to ``p_pres = z_pres_init`` (0.9) for the first
-  step and ``z_pres_init_later`` (0.2) for later steps: early on the first step is usually alone, so it
-  learns to find a digit anywhere, and REINFORCE switches later steps on where they pay off (2-digit
-  scenes, within a few hundred steps). A high first-step ``p_pres`` also keeps ``z_pres`` from
-  collapsing to 0 before the decoder can draw. The ``z_where`` head starts at the prior mean scale
-  (window centred, ``s = s_mean``) with small weights and a small posterior scale (0.1), so the first
-  crops are sensible; the decoder output bias ``decoder_bias`` (-2) makes empty patches the default.
-  The heads carry ``keep_init = True`` so ``model.init`` schemes do not overwrite them.
-- Optimisation (preset ``air-multi-mnist``): Adam 1e-3 for the model (Pyro / addtt use 1e-4, which had
-  learnt no counting after 3,500 steps here), halved every 10k steps, baseline 1e-3; the z_where scale
-  prior mean 2.8 (window 18 px on 50x50) fits the 21-24 px digits whose strokes span 15-18 px.
+- Initialisation against the "dud first step" trap (the main failure seen here): if a later step learns
+  to draw a digit that the first step misses, the first step stays present but draws nothing (turning it
+  off would also switch off the step that draws), so single digits are counted twice and no gradient
+  leads out (a blank patch gives its window no reconstruction gradient; how often, with and without the
+  split below: docs/results.md). The presence logit therefore has a learned per-step offset
+  (``pres_bias``) initialised to ``p_pres = z_pres_init`` (0.9) for the first step and
+  ``z_pres_init_later`` (0.2) for later steps: early on the first step is usually alone, so it learns to
+  find a digit anywhere, and REINFORCE switches later steps on where they pay off (2-digit scenes, within
+  a few hundred steps). A high first-step ``p_pres`` also keeps ``z_pres`` from collapsing to 0 before
+  the decoder can draw. The ``z_where`` head starts at the prior mean scale (window centred,
+  ``s = s_mean``) with small weights and a small posterior scale (0.1), so the first crops are sensible; the
+  decoder output bias ``decoder_bias`` (-2) makes empty patches the default. The heads carry
+  ``keep_init = True`` so ``model.init`` schemes do not overwrite them.
+- Optimisation: the preset ``air-multi-mnist`` sets the learning rates and the z_where scale prior (its
+  notes say why).
 - Deterministic evaluation: in ``eval()`` mode ``z_pres = p_pres > 0.5`` (with the masking),
   ``z_where`` and ``z_what`` are their means, so counts and figures are reproducible.
 
@@ -83,8 +81,7 @@ for evaluation and figures only (detached; not part of the loss):
   ``w_0 = mask_background`` (0.1), and ``m_k = w_k / sum_j w_j``. The argmax labels a pixel with the
   brightest object wherever that object's decoded intensity exceeds ``mask_background``. (The decoded
   digits are smoother than the data, so a threshold of 0.5, the one that defines the data's label
-  maps, leaves many stroke pixels to the background: on a trained model FG-ARI / MSC were
-  0.36 / 0.75 at 0.5, 0.85 / 0.53 at 0.1 and 0.90 / 0.46 at 0.05.)
+  maps, leaves many stroke pixels to the background; docs/results.md compares thresholds.)
 - ``composition: alpha``: the compositing weights themselves, step 1 in front:
   ``m_t = alpha_t prod_{j<t} (1 - alpha_j)``, ``m_0 = prod_t (1 - alpha_t)`` (``alpha_t`` = ``z_pres_t``
   times the pasted decoded alpha).

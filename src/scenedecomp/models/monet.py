@@ -10,9 +10,8 @@ Loss per image (summed over pixels, averaged over the batch)::
 ``sigma_k`` is ``sigma_bg`` for the first slot (the background) and ``sigma_fg`` for the others.
 ``loss.beta_warmup_steps > 0`` (not in the paper; off by default) raises ``beta`` linearly from 0 to its
 value over that many training steps (KL annealing, Bowman et al. 2016), letting the component VAE use
-its latents freely early on. Evaluation always reports the loss at the full ``beta``. (On the CPU demo
-it did not speed up learning: FG-ARI 0.36 after 493 steps with a 1000-step warm-up, 0.41 after 500
-without.) The current weight is a buffer, so a compiled model is not recompiled as it changes.
+its latents freely early on. Evaluation always reports the loss at the full ``beta``. The current weight
+is a buffer, so a compiled model is not recompiled as it changes.
 
 ``loss.geco_mse_target`` (not in the paper; off by default) turns the NLL into a constraint, GECO-style
 (Rezende & Viola 2018; GENESIS trains MONet-like models this way): the training loss becomes
