@@ -32,7 +32,8 @@ def test_presets_compose_from_fragments():
 
 
 def test_a_model_dataset_override_applies_only_to_its_pair():
-    assert load_config("monet-clevr").model.attention.channels == [32, 32, 32, 64, 64, 64]
+    assert load_config("monet-paper-clevr").model.attention.channels == [32, 32, 32, 64, 64, 64]
+    assert load_config("monet-clevr").model.attention.channels == [64, 128, 256, 512, 512, 512]
     assert load_config("monet-rn50-clevr").model.attention.channels == [32, 32, 64, 64, 64]  # unused default
 
 
@@ -99,3 +100,46 @@ def test_every_preset_trains_one_step(name):
     out.loss.backward()
     optimizer.step()
     assert any(not torch.equal(a, p) for a, p in zip(before, module.model.parameters()))
+
+
+def _flat(cfg) -> dict[str, object]:
+    from omegaconf import OmegaConf
+
+    out: dict[str, object] = {}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            out[prefix] = node
+
+    walk("", OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True))
+    return out
+
+
+# the thesis compares its MONet with MONet-RN50 and RN50* per dataset: the pairs may differ only in the
+# attention network (the thesis uses one initialisation, trunc_normal_kaiming, for all three)
+COMPARED = [("monet-objects-room", "monet-rn50-objects-room"), ("monet-objects-room", "monet-rn50star-objects-room"),
+            ("monet-clevr", "monet-rn50-clevr"), ("monet-clevr", "monet-rn50star-clevr")]
+
+
+@pytest.mark.parametrize("first, second", COMPARED)
+def test_compared_presets_differ_only_in_the_attention(first, second):
+    a, b = _flat(load_config(first)), _flat(load_config(second))
+    assert a.keys() == b.keys()
+    differing = {key for key in a if a[key] != b[key]}
+    allowed = {"name", "notes"} | {key for key in a if key.startswith("model.attention.")}
+    assert differing <= allowed, sorted(differing - allowed)
+    assert {"name", "notes", "model.attention.type"} <= differing
+    assert a["model.init"] == b["model.init"] == "trunc_normal_kaiming"
+
+
+def test_the_thesis_monet_is_the_13_9m_ngf64_unet():
+    from scenedecomp.models import build_model
+
+    for name, size in (("monet-objects-room", 64), ("monet-paper-objects-room", 64)):
+        cfg = load_config(name)
+        model = build_model(cfg.model, 3, size)
+        params = sum(p.numel() for p in model.attention.parameters())
+        assert round(params / 1e6, 2) == (13.93 if name == "monet-objects-room" else 0.60), (name, params)
