@@ -447,6 +447,10 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
         DecompositionImageCallback(fixed_images, t.image_log_every_n_steps),
         LearningRateMonitor(logging_interval="step"),
     ]
+    if t.ema_decay is not None:  # checkpoints then hold the averaged weights as ``state_dict``
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
     try:  # Lightning checks accelerator/devices/strategy/precision here, before anything is written
         trainer = _make_trainer(cfg, run_dir, precision, callbacks, quiet)
     except Exception as err:  # noqa: BLE001 - MisconfigurationException, ValueError, RuntimeError
