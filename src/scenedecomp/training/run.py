@@ -42,6 +42,8 @@ from .safety import (
     DivergenceGuard,
     ResumableSampler,
     ResumeState,
+    ShardSampler,
+    ShardSamplers,
     atomic_write_text,
     remove_stale_temp_files,
     unwritable_reason,
@@ -73,9 +75,10 @@ def make_loader(cfg: RunConfig, dataset: Dataset, train: bool) -> DataLoader:
     RNG (a resumed run then continues the same random stream)."""
     batch = cfg.data.batch_size if train else (cfg.data.eval_batch_size or cfg.data.batch_size)
     generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = ResumableSampler(len(dataset), cfg.seed, batch) if train else None
+    # our own samplers, sharded by rank under data parallelism (ShardSamplers; no DistributedSampler padding)
+    sampler = ResumableSampler(len(dataset), cfg.seed, batch) if train else ShardSampler(len(dataset))
     workers = cfg.data.num_workers
-    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=train and len(dataset) >= batch,
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=train and len(sampler) >= batch,
                       num_workers=workers, persistent_workers=workers > 0, generator=generator)
 
 
@@ -415,7 +418,10 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     from ..viz.figures import curve_figure, save_figure
     from .hardware import resolve_precision, tune_malloc
 
-    run_dir = prepare_run_dir(cfg, overwrite, resume)
+    # a data-parallel worker process (started by Lightning's launcher, torchrun or SLURM) uses the run
+    # directory that rank 0 prepares and writes; it only trains
+    secondary = secondary_process()
+    run_dir = Path(cfg.out_dir).expanduser() / cfg.name if secondary else prepare_run_dir(cfg, overwrite, resume)
     tune_malloc()
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator, cfg.model.name)
     if cfg.trainer.num_threads:
@@ -439,7 +445,8 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     guard = DivergenceGuard(run_dir, sampler, skip=t.skip_nonfinite_steps)
     module.divergence_guard = guard
     callbacks = [
-        ResumeState(sampler, len(train_loader)),
+        ResumeState(sampler),
+        ShardSamplers(sampler, val_loader.sampler),
         guard,
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
                         every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=-1, save_last=True),
@@ -456,21 +463,9 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     except Exception as err:  # noqa: BLE001 - MisconfigurationException, ValueError, RuntimeError
         raise ConfigError(f"trainer: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
 
-    if overwrite and run_dir.is_dir() and not resume:
-        shutil.rmtree(run_dir)  # prepare_run_dir checked that it carries our run marker
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / RUN_MARKER, "a scenedecomp run directory; `train --overwrite` may delete it\n")
-    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    from .hardware import cpu_has_fast_bf16
-
-    write_json(run_dir / "env.json", {**environment(cfg), "precision": precision, "malloc_tuned": tune_malloc(),
-                                      "cpu_fast_bf16": cpu_has_fast_bf16()})
-    if not resume:
-        (run_dir / "history.jsonl").unlink(missing_ok=True)
     start_step = int(read_checkpoint(run_dir / "checkpoints" / "last.ckpt").get("global_step", 0)) if resume else 0
-    if resume:  # validation rows written after the checkpoint we resume from are redone by this run
-        _truncate_history(run_dir / "history.jsonl", start_step)
-    remove_stale_temp_files(run_dir / "checkpoints")  # a save that was killed midway
+    if not secondary:
+        _start_run_dir(cfg, run_dir, overwrite, resume, precision, start_step)
 
     start = time.perf_counter()
     trainer.fit(module, train_loader, val_loader,
@@ -491,6 +486,31 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     if history:
         save_figure(curve_figure(history), run_dir / "figures" / "validation_curve.png")
     return metrics
+
+
+def secondary_process() -> bool:
+    """True in a data-parallel process other than global rank 0 (``RANK``, ``LOCAL_RANK`` or ``NODE_RANK``
+    set above 0 by Lightning's launcher, torchrun or SLURM)."""
+    return any(int(os.environ.get(key) or 0) > 0 for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def _start_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool, precision: str,
+                   start_step: int) -> None:
+    """Rank 0: (re)create the run directory and write the marker, ``config.yaml`` and ``env.json``."""
+    from .hardware import cpu_has_fast_bf16, tune_malloc
+
+    if overwrite and run_dir.is_dir() and not resume:
+        shutil.rmtree(run_dir)  # prepare_run_dir checked that it carries our run marker
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / RUN_MARKER, "a scenedecomp run directory; `train --overwrite` may delete it\n")
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    write_json(run_dir / "env.json", {**environment(cfg), "precision": precision, "malloc_tuned": tune_malloc(),
+                                      "cpu_fast_bf16": cpu_has_fast_bf16()})
+    if not resume:
+        (run_dir / "history.jsonl").unlink(missing_ok=True)
+    else:  # validation rows written after the checkpoint we resume from are redone by this run
+        _truncate_history(run_dir / "history.jsonl", start_step)
+    remove_stale_temp_files(run_dir / "checkpoints")  # a save that was killed midway
 
 
 def _truncate_history(path: Path, step: int) -> None:
@@ -529,4 +549,5 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, precision: str, callbacks: list
         enable_progress_bar=t.progress_bar and not quiet,
         enable_model_summary=not quiet,
         deterministic=False,
+        use_distributed_sampler=False,  # make_loader's samplers shard themselves (ShardSamplers)
     )
