@@ -77,6 +77,21 @@ def test_train_evaluate_visualize(tmp_path, capsys):
     assert "does not match" in capsys.readouterr().err
 
 
+def test_ema_weights_are_what_checkpoints_and_evaluation_use(tmp_path, capsys):
+    assert _train(tmp_path, "trainer.ema_decay=0.5", "trainer.checkpoint_every_n_steps=3", name="ema") == 0
+    ckpt = torch.load(tmp_path / "runs" / "ema" / "checkpoints" / "step0000003.ckpt", map_location="cpu",
+                      weights_only=True)
+    averaged, current = ckpt["state_dict"], ckpt["current_model_state"]
+    assert averaged.keys() == current.keys()
+    moved = [k for k in averaged if averaged[k].is_floating_point() and not torch.equal(averaged[k], current[k])]
+    assert moved, "the averaged weights differ from the trained ones after 3 steps"
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "runs" / "ema"), "--json", "--quiet"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["fg_ari"] <= 1
+    assert main(["train", "--config", "monet-demo", "trainer.ema_decay=1.5", f"out_dir={tmp_path}"]) == 2
+    assert "trainer.ema_decay" in capsys.readouterr().err
+
+
 class _Payload:
     """A pickle whose loading would create a marker file (the checkpoint attack)."""
 

@@ -70,6 +70,9 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | ddp_spawn | fsdp | ... (any Lightning strategy name)
     skip_nonfinite_steps: bool = False  # a NaN/inf loss or gradient skips the step instead of stopping
+    # exponential moving average of the weights (Lightning's EMAWeightAveraging), e.g. 0.999: validation,
+    # checkpoints' ``state_dict`` and the final model use the averaged weights. None: off
+    ema_decay: float | None = None
     compile: bool = False
     num_threads: int | None = None  # torch intra-op threads (None: torch's default)
     progress_bar: bool = True
@@ -154,6 +157,8 @@ def validate(cfg: RunConfig) -> None:
     if str(cfg.trainer.precision) not in PRECISIONS:
         raise ConfigError(f"trainer.precision: unknown {cfg.trainer.precision!r}; "
                           f"expected one of {', '.join(PRECISIONS)}")
+    if cfg.trainer.ema_decay is not None and not 0 < cfg.trainer.ema_decay < 1:
+        raise ConfigError(f"trainer.ema_decay must be in (0, 1), got {cfg.trainer.ema_decay}")
     if cfg.data.batch_size < 1:
         raise ConfigError("data.batch_size must be at least 1")
     if cfg.data.image_size < 8:

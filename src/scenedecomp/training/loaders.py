@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import DatasetError, open_dataset
 from .config import RunConfig
-from .safety import ResumableSampler
+from .safety import ResumableSampler, ShardSampler
 
 
 def open_split(cfg: RunConfig, split: str) -> Dataset:
@@ -30,9 +30,10 @@ def make_loader(cfg: RunConfig, dataset: Dataset, train: bool) -> DataLoader:
     RNG (a resumed run then continues the same random stream)."""
     batch = cfg.data.batch_size if train else (cfg.data.eval_batch_size or cfg.data.batch_size)
     generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = ResumableSampler(len(dataset), cfg.seed, batch) if train else None
+    # our own samplers, sharded by rank under data parallelism (ShardSamplers; no DistributedSampler padding)
+    sampler = ResumableSampler(len(dataset), cfg.seed, batch) if train else ShardSampler(len(dataset))
     workers = cfg.data.num_workers
-    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=train and len(dataset) >= batch,
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=train and len(sampler) >= batch,
                       num_workers=workers, persistent_workers=workers > 0, generator=generator)
 
 

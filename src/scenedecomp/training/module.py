@@ -40,8 +40,9 @@ def _plain(value):
 class SceneDecompModule(L.LightningModule):
     """Trains and validates any model that returns a :class:`ModelOutput`.
 
-    Logged scalars: ``train/loss`` and ``train/<term>`` for every loss term; ``val/<metric>`` (batch
-    means of per-image metrics, NaN images skipped) every validation run.
+    Logged scalars: ``train/loss`` and ``train/<term>`` for every loss term; ``val/<metric>`` and
+    ``val/loss`` (means over the validation images, NaN images skipped, exact across ranks) every
+    validation run.
     """
 
     def __init__(self, config: dict, in_channels: int = 3, image_size: int = 64,
@@ -93,16 +94,26 @@ class SceneDecompModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         out = self.model(batch["image"], self.eval_num_slots)
-        for name, values in batch_metrics(batch, out, self.background_labels).items():
+        per_image = batch_metrics(batch, out, self.background_labels)
+        per_image["loss"] = out.loss.detach().float().expand(batch["image"].shape[0])  # batch mean, per image
+        for name, values in per_image.items():
             self._val_metrics.setdefault(name, []).append(values.detach().cpu())
-        self.log("val/loss", out.loss.detach(), batch_size=batch["image"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        summary = M.summarize({k: torch.cat(v) for k, v in self._val_metrics.items()})
-        for name in self._val_metrics:
-            value = summary[name]
-            if not math.isnan(value):
-                self.log(f"val/{name}", value, prog_bar=name in ("fg_ari", "count_accuracy"))
+        """Logs ``val/<metric>``: the mean over every validation image with a defined value. Under data
+        parallelism each rank holds a disjoint shard (``ShardSampler``), so per-image sums and counts are
+        added across ranks (one all-reduce) before dividing: the same numbers as one process."""
+        names = sorted(self._val_metrics)
+        totals = torch.zeros(len(names), 2, dtype=torch.float64)
+        for i, name in enumerate(names):
+            values = torch.cat(self._val_metrics[name]).to(torch.float64)
+            valid = values[~torch.isnan(values)]
+            totals[i] = torch.stack([valid.sum(), torch.tensor(float(valid.numel()), dtype=torch.float64)])
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
+        for name, (total, count) in zip(names, totals.tolist()):
+            if count > 0:
+                self.log(f"val/{name}", total / count, prog_bar=name in ("fg_ari", "count_accuracy"))
 
     def _fused_ok(self) -> bool:
         """Fused Adam needs float parameters on a CPU or CUDA device."""

@@ -126,16 +126,26 @@ class ResumableSampler(Sampler[int]):
     Lightning calls :meth:`set_epoch` before each epoch. :meth:`resume_at` makes the next iteration start
     after ``consumed_batches`` batches of ``batch_size``; :meth:`batch_indices` returns the dataset
     indices of any batch, so a failing batch can be named after the fact.
+
+    Under data parallelism (:meth:`set_shard`, called once the trainer knows its rank) rank ``r`` of ``W``
+    takes every ``W``-th index of the epoch's order starting at ``r``, cut to ``num_items // W`` so that
+    every rank runs the same number of steps; ``batch_size`` and the resume position are per rank.
     """
 
     def __init__(self, num_items: int, seed: int, batch_size: int):
         self.num_items, self.seed, self.batch_size = int(num_items), int(seed), int(batch_size)
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
         self._skip = 0
 
+    def set_shard(self, rank: int, world_size: int) -> None:
+        self.rank, self.world_size = int(rank), int(world_size)
+
     def order(self, epoch: int) -> torch.Tensor:
+        """This rank's indices for ``epoch`` (all of them when there is one rank)."""
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % (2**63))
-        return torch.randperm(self.num_items, generator=g)
+        full = torch.randperm(self.num_items, generator=g)
+        return full[self.rank::self.world_size][:len(self)] if self.world_size > 1 else full
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -153,7 +163,38 @@ class ResumableSampler(Sampler[int]):
         yield from self.order(self.epoch)[skip:].tolist()
 
     def __len__(self) -> int:
-        return self.num_items
+        return self.num_items // self.world_size
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation order ``0..num_items-1`` split across ranks without padding: rank ``r`` of ``W`` reads
+    indices ``r, r+W, r+2W, ...``, so every image is evaluated exactly once (ranks may differ by one
+    image), and sums of per-image metrics over the ranks equal the single-process sums."""
+
+    def __init__(self, num_items: int):
+        self.num_items = int(num_items)
+        self.rank, self.world_size = 0, 1
+
+    def set_shard(self, rank: int, world_size: int) -> None:
+        self.rank, self.world_size = int(rank), int(world_size)
+
+    def __iter__(self):
+        yield from range(self.rank, self.num_items, self.world_size)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_items, self.world_size))
+
+
+class ShardSamplers(L.Callback):
+    """Tells the samplers of a run (training and validation) this process' rank once the trainer knows it
+    (the trainer is built with ``use_distributed_sampler=False``, so Lightning does not wrap them)."""
+
+    def __init__(self, *samplers):
+        self.samplers = samplers
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        for sampler in self.samplers:
+            sampler.set_shard(trainer.global_rank, trainer.world_size)
 
 
 def capture_rng() -> dict:
@@ -183,9 +224,8 @@ class ResumeState(L.Callback):
     """Saves the data position (epoch, batches consumed) and the RNG states in every checkpoint, and
     restores them on ``--resume`` (RNGs just before the first resumed batch)."""
 
-    def __init__(self, sampler: ResumableSampler, batches_per_epoch: int):
+    def __init__(self, sampler: ResumableSampler):
         self.sampler = sampler
-        self.batches_per_epoch = batches_per_epoch
         self.epoch = 0
         self.consumed = 0
         self._pending_rng: dict | None = None
@@ -201,7 +241,8 @@ class ResumeState(L.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         epoch, consumed = int(state["epoch"]), int(state["consumed_batches"])
-        if consumed >= self.batches_per_epoch:  # saved after an epoch's last batch: the next epoch starts
+        per_epoch = max(len(self.sampler) // self.sampler.batch_size, 1)  # this rank's batches (drop_last)
+        if consumed >= per_epoch:  # saved after an epoch's last batch: the next epoch starts
             epoch, consumed = epoch + 1, 0
         self.epoch, self.consumed = epoch, consumed
         self.sampler.resume_at(epoch, consumed)

@@ -27,6 +27,7 @@ from .safety import (
     DivergenceError,
     DivergenceGuard,
     ResumeState,
+    ShardSamplers,
     atomic_write_text,
     remove_stale_temp_files,
     unwritable_reason,
@@ -118,7 +119,10 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     from ..viz.figures import curve_figure, save_figure
     from .hardware import resolve_precision, tune_malloc
 
-    run_dir = prepare_run_dir(cfg, overwrite, resume)
+    # a data-parallel worker process (started by Lightning's launcher, torchrun or SLURM) uses the run
+    # directory that rank 0 prepares and writes; it only trains
+    secondary = secondary_process()
+    run_dir = Path(cfg.out_dir).expanduser() / cfg.name if secondary else prepare_run_dir(cfg, overwrite, resume)
     tune_malloc()
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator, cfg.model.name)
     if cfg.trainer.num_threads:
@@ -142,7 +146,8 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     guard = DivergenceGuard(run_dir, sampler, skip=t.skip_nonfinite_steps)
     module.divergence_guard = guard
     callbacks = [
-        ResumeState(sampler, len(train_loader)),
+        ResumeState(sampler),
+        ShardSamplers(sampler, val_loader.sampler),
         guard,
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
                         every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=-1, save_last=True),
@@ -150,26 +155,18 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
         DecompositionImageCallback(fixed_images, t.image_log_every_n_steps),
         LearningRateMonitor(logging_interval="step"),
     ]
+    if t.ema_decay is not None:  # checkpoints then hold the averaged weights as ``state_dict``
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
     try:  # Lightning checks accelerator/devices/strategy/precision here, before anything is written
         trainer = _make_trainer(cfg, run_dir, precision, callbacks, quiet)
     except Exception as err:  # noqa: BLE001 - MisconfigurationException, ValueError, RuntimeError
         raise ConfigError(f"trainer: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
 
-    if overwrite and run_dir.is_dir() and not resume:
-        shutil.rmtree(run_dir)  # prepare_run_dir checked that it carries our run marker
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / RUN_MARKER, "a scenedecomp run directory; `train --overwrite` may delete it\n")
-    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    from .hardware import cpu_has_fast_bf16
-
-    write_json(run_dir / "env.json", {**environment(cfg), "precision": precision, "malloc_tuned": tune_malloc(),
-                                      "cpu_fast_bf16": cpu_has_fast_bf16()})
-    if not resume:
-        (run_dir / "history.jsonl").unlink(missing_ok=True)
     start_step = int(read_checkpoint(run_dir / "checkpoints" / "last.ckpt").get("global_step", 0)) if resume else 0
-    if resume:  # validation rows written after the checkpoint we resume from are redone by this run
-        _truncate_history(run_dir / "history.jsonl", start_step)
-    remove_stale_temp_files(run_dir / "checkpoints")  # a save that was killed midway
+    if not secondary:
+        _start_run_dir(cfg, run_dir, overwrite, resume, precision, start_step)
 
     start = time.perf_counter()
     trainer.fit(module, train_loader, val_loader,
@@ -190,6 +187,31 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     if history:
         save_figure(curve_figure(history), run_dir / "figures" / "validation_curve.png")
     return metrics
+
+
+def secondary_process() -> bool:
+    """True in a data-parallel process other than global rank 0 (``RANK``, ``LOCAL_RANK``, ``NODE_RANK`` or
+    ``SLURM_PROCID`` set above 0 by Lightning's launcher, torchrun or SLURM)."""
+    return any(int(os.environ.get(key) or 0) > 0 for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def _start_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool, precision: str,
+                   start_step: int) -> None:
+    """Rank 0: (re)create the run directory and write the marker, ``config.yaml`` and ``env.json``."""
+    from .hardware import cpu_has_fast_bf16, tune_malloc
+
+    if overwrite and run_dir.is_dir() and not resume:
+        shutil.rmtree(run_dir)  # prepare_run_dir checked that it carries our run marker
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / RUN_MARKER, "a scenedecomp run directory; `train --overwrite` may delete it\n")
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    write_json(run_dir / "env.json", {**environment(cfg), "precision": precision, "malloc_tuned": tune_malloc(),
+                                      "cpu_fast_bf16": cpu_has_fast_bf16()})
+    if not resume:
+        (run_dir / "history.jsonl").unlink(missing_ok=True)
+    else:  # validation rows written after the checkpoint we resume from are redone by this run
+        _truncate_history(run_dir / "history.jsonl", start_step)
+    remove_stale_temp_files(run_dir / "checkpoints")  # a save that was killed midway
 
 
 def _truncate_history(path: Path, step: int) -> None:
@@ -228,4 +250,5 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, precision: str, callbacks: list
         enable_progress_bar=t.progress_bar and not quiet,
         enable_model_summary=not quiet,
         deterministic=False,
+        use_distributed_sampler=False,  # make_loader's samplers shard themselves (ShardSamplers)
     )
