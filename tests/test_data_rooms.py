@@ -357,3 +357,10 @@ def test_one_monet_step_through_the_cli(tmp_path, monkeypatch, capsys):
     assert main(["evaluate", str(run), "--split", "ood_identical_color", "--json", "--quiet"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["split"] == "ood_identical_color" and printed["num_images"] == 4
+
+
+def test_speed_and_figure_command(tmp_path, capsys):
+    assert rooms._main(["--speed", "20", "--figure", str(tmp_path / "rooms.png")]) == 0
+    out = capsys.readouterr().out
+    assert "20 scenes at 64x64 in " in out and "images/s (one thread)" in out
+    assert (tmp_path / "rooms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
