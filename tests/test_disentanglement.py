@@ -159,3 +159,26 @@ def test_matched_samples_pick_the_matched_slot_latent():
     factors = {"size": np.array([[10.0, 20.0, 0.0]])}
     codes, f, iou = matched_samples(latents, pred, true, factors, visibility=np.array([[1, 1, 0]]))
     assert codes.tolist() == [[6, 7, 8], [3, 4, 5]] and f["size"].tolist() == [10, 20] and iou.tolist() == [1, 1]
+
+
+def test_matched_samples_follow_the_datasets_label_of_factor_row_zero():
+    # objects_room_like: labels 0-3 are background regions, factor row j is label 4 + j
+    true = np.zeros((1, 4, 4), np.int64)
+    true[0, 0] = 2  # a wall: background, never matched
+    true[0, 2:, :2] = 4
+    true[0, 2:, 2:] = 5
+    pred = np.zeros((1, 4, 4), np.int64)
+    pred[0, 0] = 3
+    pred[0, 2:, :2] = 1
+    pred[0, 2:, 2:] = 2
+    latents = np.arange(12, dtype=np.float64).reshape(1, 4, 3)
+    factors = {"size": np.array([[10.0, 20.0, 30.0]])}
+    codes, f, _ = matched_samples(latents, pred, true, factors, first_label=4, background_labels=(0, 1, 2, 3))
+    assert codes.tolist() == [[3, 4, 5], [6, 7, 8]] and f["size"].tolist() == [10, 20]
+    # converted files: rows indexed by label, row 0 the background
+    label_rows = {"size": np.array([[0.0, 10.0, 20.0]])}
+    true2 = np.where(true >= 4, true - 3, 0)
+    codes, f, _ = matched_samples(latents, pred, true2, label_rows, first_label=0)
+    assert f["size"].tolist() == [10, 20], "row 0 (background) is never taken as an object"
+    with_offset_one = matched_samples(latents, pred, true2, label_rows)[1]["size"].tolist()
+    assert with_offset_one == [0, 10], "the default (multi_sprites) reading would pair the wrong rows"

@@ -100,6 +100,7 @@ class HDF5Dataset(Dataset):
         self.channels = int(shape[3])
         self.num_slots = int(a["num_slots"])
         self.background_labels = tuple(int(v) for v in a["background_labels"])
+        self.factor_first_label = 0  # factor and visibility rows are indexed by label (row 0: background)
         self.max_objects = int(a["max_objects"])
         self.preprocessing = json.loads(a["preprocessing"])
         self.factor_names = list(f["factors"]) if (factors and "factors" in f) else []

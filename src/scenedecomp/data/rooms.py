@@ -519,6 +519,7 @@ def objects_room_like(split: str = "train", *, image_size: int = 64, num_images:
         cache_dir=cache_dir, describe=f"{num_images} images at {image_size}x{image_size}",
         max_objects=max_objects)
     dataset.background_labels = BACKGROUND_LABELS
+    dataset.factor_first_label = FIRST_OBJECT_LABEL  # factor row j describes label 4 + j
     dataset.num_slots = FIRST_OBJECT_LABEL + max_objects
     return dataset
 

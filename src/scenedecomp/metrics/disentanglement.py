@@ -75,29 +75,37 @@ def match_slots(true_labels: np.ndarray, pred_labels: np.ndarray, num_slots: int
 
 def matched_samples(latents: np.ndarray, pred_labels: np.ndarray, true_labels: np.ndarray,
                     factors: Mapping[str, np.ndarray], visibility: np.ndarray | None = None,
-                    min_iou: float = 0.0) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+                    min_iou: float = 0.0, first_label: int = 1,
+                    background_labels: tuple[int, ...] = (0,)) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """Match every image and collect one sample per matched object.
 
     Args:
         latents: ``[N,K,D]`` per-slot latents.
         pred_labels: ``[N,H,W]`` argmax segmentation.
-        true_labels: ``[N,H,W]`` ground truth; object ``o`` (0-based) has label ``o + 1``.
+        true_labels: ``[N,H,W]`` ground truth; the object in factor row ``o`` has label ``o + first_label``
+            (1 for multi_sprites, whose rows are objects; 0 for converted files, whose rows are indexed by
+            label; 4 for ``objects_room_like``, whose labels 0-3 are background regions).
         factors: ``{name: [N,O_max,...]}`` per-object factors.
-        visibility: ``[N,O_max]``; objects with visibility 0 or without a pixel are skipped.
+        visibility: ``[N,O_max]``, rows as in ``factors``; objects with visibility 0 or without a pixel are
+            skipped.
+        background_labels: labels that are never matched (rows of background regions).
 
     Returns:
         ``codes [M,D]``, ``{name: [M,...]}`` and ``iou [M]``.
     """
     n, k = latents.shape[:2]
     o_max = next(iter(factors.values())).shape[1] if factors else 0
+    background = set(background_labels)
     codes, ious, rows = [], [], []
     for i in range(n):
-        present = np.unique(true_labels[i])
-        objects = [o + 1 for o in range(o_max) if (o + 1) in present and (visibility is None or visibility[i, o] > 0)]
+        present = set(np.unique(true_labels[i]).tolist())
+        objects = [o + first_label for o in range(o_max)
+                   if (o + first_label) in present and (o + first_label) not in background
+                   and (visibility is None or visibility[i, o] > 0)]
         for label, slot, iou in match_slots(true_labels[i], pred_labels[i], k, objects, min_iou):
             codes.append(latents[i, slot])
             ious.append(iou)
-            rows.append((i, label - 1))
+            rows.append((i, label - first_label))
     idx = np.array(rows, dtype=np.int64).reshape(-1, 2)
     out = {name: np.asarray(value)[idx[:, 0], idx[:, 1]] for name, value in factors.items()}
     d = latents.shape[2]

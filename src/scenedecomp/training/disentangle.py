@@ -44,8 +44,10 @@ def score_split(module, loader: DataLoader, num_slots: int | None = None, seed: 
     """Collect, match and score; returns the JSON-ready dict of :func:`disentanglement_metrics` plus
     ``matched_iou_mean`` and ``latent_dim``."""
     data = collect(module, loader, num_slots)
+    dataset = loader.dataset  # which label each factor row describes, and which labels are background
     codes, factors, iou = matched_samples(data["latents"], data["pred"], data["true"], data["factors"],
-                                          data.get("visibility"))
+                                          data.get("visibility"), first_label=getattr(dataset, "factor_first_label", 1),
+                                          background_labels=tuple(getattr(dataset, "background_labels", (0,))))
     if len(codes) < 20:
         raise DisentanglementError(f"only {len(codes)} slots overlap a ground-truth object; need at least 20 "
                                    "(a larger split, or a trained model)")
