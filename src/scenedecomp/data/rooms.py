@@ -100,8 +100,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import DatasetError, register_dataset
 from .cache import FACTOR_PREFIX, SceneArrayDataset, open_generated
+from .registry import DatasetError, register_dataset
 from .sprites import PARAM_BLOCK, Params, _check_options, _num_workers, _pixel_centres, _sample_params
 
 NAME = "objects_room_like"
