@@ -209,9 +209,20 @@ def _start_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool,
                                       "cpu_fast_bf16": cpu_has_fast_bf16()})
     if not resume:
         (run_dir / "history.jsonl").unlink(missing_ok=True)
-    else:  # validation rows written after the checkpoint we resume from are redone by this run
+    else:  # validation rows and step checkpoints written after the checkpoint we resume from are redone
         _truncate_history(run_dir / "history.jsonl", start_step)
+        _remove_later_checkpoints(run_dir / "checkpoints", start_step)
     remove_stale_temp_files(run_dir / "checkpoints")  # a save that was killed midway
+
+
+def _remove_later_checkpoints(folder: Path, step: int) -> None:
+    """Delete ``step*.ckpt`` files of steps after ``step``: a run killed between writing a step checkpoint
+    and ``last.ckpt`` left them, and the resumed run writes those steps again (Lightning would otherwise
+    name the new files ``...-v1.ckpt``)."""
+    for path in folder.glob("step*.ckpt"):
+        digits = path.stem[4:].split("-")[0]
+        if digits.isdigit() and int(digits) > step:
+            path.unlink(missing_ok=True)
 
 
 def _truncate_history(path: Path, step: int) -> None:
