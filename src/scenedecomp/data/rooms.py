@@ -96,13 +96,13 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .cache import FACTOR_PREFIX, SceneArrayDataset, open_generated
 from .registry import DatasetError, register_dataset
-from .sprites import PARAM_BLOCK, Params, _check_options, _num_workers, _pixel_centres, _sample_params
+from .sprites import PARAM_BLOCK, Params, _check_options, _pixel_centres, _sample_params
+from .sprites import _render_all as render_all
 
 NAME = "objects_room_like"
 VERSION = 1
@@ -444,29 +444,9 @@ def render_rooms(p: Params, image_size: int, return_depth: bool = False, windowe
 
 def _render_all(params: Params, image_size: int, max_objects: int, chunk: int = RENDER_CHUNK,
                 workers: int | None = None) -> Params:
-    n = len(params["cam_x"])
-    image = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
-    mask = np.empty((n, image_size, image_size), dtype=np.uint8)
-
-    def work(start: int) -> None:
-        stop = min(start + chunk, n)
-        image[start:stop], mask[start:stop] = render_rooms(
-            {key: value[start:stop] for key, value in params.items()}, image_size)
-
-    workers = workers or _num_workers()
-    starts = range(0, n, chunk)
-    if workers == 1 or n <= chunk:
-        for start in starts:
-            work(start)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(work, starts))
-    visibility = np.zeros((n, max_objects), dtype=np.float32)
-    flat = mask.reshape(n, -1)
-    for j in range(max_objects):
-        visibility[:, j] = (flat == FIRST_OBJECT_LABEL + j).any(axis=1)
-    return {"image": image, "mask": mask, "visibility": visibility,
-            "num_objects": visibility.sum(axis=1).astype(np.int64)}
+    """Render every room with the sprites' chunked, threaded loop; objects start at label 4."""
+    return render_all(params, image_size, max_objects, render_rooms, chunk=chunk, workers=workers,
+                      first_label=FIRST_OBJECT_LABEL)
 
 
 FACTOR_KEYS = ("shape", "size", "hue", "orientation", "x", "y", "depth")

@@ -143,9 +143,10 @@ def _num_workers() -> int:
 
 def _render_all(params: Params, image_size: int, max_objects: int,
                 render_chunk: Callable[[Params, int], tuple[np.ndarray, np.ndarray]],
-                chunk: int = RENDER_CHUNK, workers: int | None = None) -> Params:
-    """Render every scene: chunks of ``chunk`` images, spread over threads (numpy releases the GIL)."""
-    n = len(params["palette"])
+                chunk: int = RENDER_CHUNK, workers: int | None = None, first_label: int = 1) -> Params:
+    """Render every scene: chunks of ``chunk`` images, spread over threads (numpy releases the GIL).
+    Object ``j`` is label ``first_label + j`` in the rendered label maps (its ``visibility`` column)."""
+    n = len(next(iter(params.values())))
     image = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
     mask = np.empty((n, image_size, image_size), dtype=np.uint8)
 
@@ -162,12 +163,12 @@ def _render_all(params: Params, image_size: int, max_objects: int,
     else:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(work, starts))
-    # visibility: label k has at least one pixel
+    # visibility: object k's label has at least one pixel
     visibility = np.zeros((n, max_objects), dtype=np.float32)
     for start in range(0, n, 4096):
         labels = mask[start:start + 4096].reshape(-1, image_size * image_size)
         for k in range(max_objects):
-            visibility[start:start + 4096, k] = (labels == k + 1).any(axis=1)
+            visibility[start:start + 4096, k] = (labels == first_label + k).any(axis=1)
     return {"image": image, "mask": mask, "visibility": visibility,
             "num_objects": visibility.sum(axis=1).astype(np.int64)}
 
