@@ -6,8 +6,11 @@ import argparse
 import json
 
 import pytest
+import torch
 
 from scenedecomp.bench.efficiency import add_efficiency_parser, run_efficiency
+from scenedecomp.bench.efficiency_measure import _Entry, resolve_bench_precision
+from scenedecomp.training.hardware import cpu_has_fast_bf16
 
 
 def test_run_efficiency_tiny(tmp_path):
@@ -33,6 +36,30 @@ def test_run_efficiency_tiny(tmp_path):
     summary = report["summary"]
     assert summary["attention_flops_linear_fit"]["monet"]["max_rel_residual"] < 1e-6
     assert set(summary["step_time_ratio_vs_monet"]["rn50star/monet"]) == {"2", "4"}
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_step_runs_in_the_requested_precision(precision, dtype):
+    entry = _Entry("monet", 3, 32, 2, torch.device("cpu"), "resnet18", 0, precision)
+    seen = []
+    entry.model.attention.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    conv = next(m for m in entry.model.attention.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    entry.step()
+    assert seen[0] == dtype  # the first U-Net conv: bf16 under autocast
+    assert seen[-1] == torch.float32  # the log masks are accumulated in fp32 either way
+
+
+def test_precision_is_resolved_and_recorded(tmp_path):
+    report = run_efficiency([2], image_size=32, batch_size=2, models=["monet"], repeats=1, out_dir=tmp_path,
+                            device="cpu", warmup=0, memory=False, plot=False, precision="bf16", malloc=True,
+                            log=None)
+    assert report["config"]["precision"] == "bf16"
+    assert "bf16" in (tmp_path / "efficiency.md").read_text().splitlines()[0]
+    auto = resolve_bench_precision("auto", torch.device("cpu"))
+    assert auto == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_bench_precision("fp8", torch.device("cpu"))
 
 
 def test_efficiency_subcommand_parses():

@@ -28,7 +28,17 @@ from typing import Any
 
 import torch
 
-from .efficiency_measure import DEFAULT_MODELS, DEFAULT_SLOTS, MODELS, benchmark_slots, environment, resolve_device
+from ..training.hardware import tune_malloc
+from .efficiency_measure import (
+    DEFAULT_MODELS,
+    DEFAULT_SLOTS,
+    MODELS,
+    PRECISIONS,
+    benchmark_slots,
+    environment,
+    resolve_bench_precision,
+    resolve_device,
+)
 from .efficiency_report import THESIS, format_tables, plot_efficiency, summarize
 
 
@@ -36,8 +46,12 @@ def run_efficiency(slots: Sequence[int] = DEFAULT_SLOTS, image_size: int = 64, b
                    models: Sequence[str] = DEFAULT_MODELS, repeats: int = 5,
                    out_dir: str | Path | None = "runs/benchmarks/efficiency", device: str | None = "auto", *,
                    backbone: str = "resnet50", warmup: int = 2, memory: bool = True, plot: bool = True,
+                   precision: str = "fp32", malloc: bool = False,
                    log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Run the benchmark and write ``efficiency.json``/``.png``/``.md`` to ``out_dir`` (if given).
+
+    ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where ``scenedecomp train`` would use
+    it); ``malloc``: raise glibc's mmap/trim thresholds first, as ``scenedecomp train`` does.
 
     Returns the JSON-able result dict (``config``, ``environment``, ``results`` per (model, K),
     ``summary``, ``thesis``).
@@ -52,12 +66,15 @@ def run_efficiency(slots: Sequence[int] = DEFAULT_SLOTS, image_size: int = 64, b
     if any(k < 2 for k in slots):
         raise ValueError(f"every K must be at least 2, got {list(slots)}")
     dev = resolve_device(device)
+    precision = resolve_bench_precision(precision, dev)
+    malloc_tuned = tune_malloc() if malloc else False
     slots = sorted(set(int(k) for k in slots))
     env = environment(dev)
     results = []
     started = time.time()
     for k in slots:  # K-major: all models at one K (timed steps interleaved), then the next K
-        for r in benchmark_slots(models, k, image_size, batch_size, repeats, dev, backbone, warmup, memory):
+        for r in benchmark_slots(models, k, image_size, batch_size, repeats, dev, backbone, warmup, memory,
+                                 precision=precision):
             results.append(r)
             if log:
                 mem = r.get("memory", {}).get("peak_bytes")
@@ -69,6 +86,7 @@ def run_efficiency(slots: Sequence[int] = DEFAULT_SLOTS, image_size: int = 64, b
     report = {
         "config": {"slots": slots, "image_size": image_size, "batch_size": batch_size, "models": list(models),
                    "backbone": backbone, "repeats": repeats, "warmup": warmup, "optimizer": "RMSprop lr=1e-4",
+                   "precision": precision, "malloc_tuned": malloc_tuned,
                    "wall_time_s": time.time() - started},
         "environment": env,
         "results": results,
@@ -118,6 +136,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32, bf16 (autocast) or auto (bf16 where training would use it); default fp32")
+    parser.add_argument("--tune-malloc", action="store_true",
+                        help="raise glibc's mmap/trim thresholds first, as scenedecomp train does")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     parser.add_argument("--out-dir", default="runs/benchmarks/efficiency", help="where the JSON/PNG/MD go")
@@ -130,7 +152,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         report = run_efficiency(args.slots, args.image_size, args.batch_size, args.models, args.repeats,
                                 args.out_dir, args.device, backbone=args.backbone, warmup=args.warmup,
-                                memory=not args.no_memory, plot=not args.no_plot)
+                                memory=not args.no_memory, plot=not args.no_plot, precision=args.precision,
+                                malloc=args.tune_malloc)
     except ValueError as err:
         print(f"error: {err}")
         return 2

@@ -8,7 +8,8 @@ MONet-RN50 and RN50* at one K (:mod:`.efficiency` runs them over K; :mod:`.effic
   convolutions (2 FLOPs per multiply-add); elementwise ops, norms and the loss are not counted.
 - **Parameters**: attention, component and total.
 - **Training-step time**: one full MONet step (forward, loss, backward, RMSprop step) on the same random
-  batch, ``warmup`` untimed steps, then the median (and min / all) of ``repeats`` timed steps
+  batch, in fp32 or under bf16 autocast (``precision``; ``auto`` = bf16 where the training default
+  would use it), ``warmup`` untimed steps, then the median (and min / all) of ``repeats`` timed steps
   (``torch.cuda.synchronize`` around each on a GPU). All models for one K are built together and their
   timed steps interleaved (one step of each model per round), so load from other processes on a shared
   machine hits all models alike and the ratios stay meaningful; report the median.
@@ -37,10 +38,12 @@ from torch import Tensor, nn
 
 from ..models import build_model
 from ..training.config import load_config
+from ..training.hardware import resolve_precision
 
 MODELS = ("monet", "monet_wide", "rn50", "rn50star")
 DEFAULT_MODELS = ("monet", "rn50", "rn50star")
 DEFAULT_SLOTS = (3, 5, 7, 11, 14, 18)
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def model_overrides(model: str, image_size: int, backbone: str = "resnet50") -> list[str]:
@@ -154,6 +157,17 @@ def cpu_step_peak_memory(step: Callable[[], None], model: nn.Module, optimizer: 
     return {"peak_bytes": static + peak, "static_bytes": static, "step_peak_delta_bytes": peak}
 
 
+def resolve_bench_precision(precision: str, device: torch.device) -> str:
+    """``fp32`` / ``bf16`` as given; ``auto`` -> ``bf16`` where ``scenedecomp train`` would train MONet in
+    bf16-mixed on ``device`` (a GPU with bf16, a CPU with AMX/AVX512-BF16), else ``fp32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    accelerator = "cuda" if device.type == "cuda" else "cpu"
+    return "bf16" if resolve_precision("auto", accelerator, "monet") == "bf16-mixed" else "fp32"
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -164,7 +178,7 @@ class _Entry:
     """One model built for one K, with its batch, optimiser and training step."""
 
     def __init__(self, model_name: str, num_slots: int, image_size: int, batch_size: int,
-                 device: torch.device, backbone: str, seed: int):
+                 device: torch.device, backbone: str, seed: int, precision: str = "fp32"):
         overrides = model_overrides(model_name, image_size, backbone) + [
             f"model.num_slots={num_slots}", f"data.image_size={image_size}", f"data.batch_size={batch_size}",
         ]
@@ -177,11 +191,13 @@ class _Entry:
         self.batch = torch.rand(batch_size, 3, image_size, image_size, generator=generator).to(device)
         self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=1e-4)
         self.device = device
+        self.bf16 = precision == "bf16"
         self.times: list[float] = []
 
     def step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.model(self.batch, self.num_slots)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(self.batch, self.num_slots)
         out.loss.backward()
         self.optimizer.step()
 
@@ -209,13 +225,13 @@ class _Entry:
 
 def benchmark_slots(model_names: Sequence[str], num_slots: int, image_size: int, batch_size: int,
                     repeats: int, device: torch.device, backbone: str = "resnet50", warmup: int = 2,
-                    memory: bool = True, seed: int = 0) -> list[dict[str, Any]]:
+                    memory: bool = True, seed: int = 0, precision: str = "fp32") -> list[dict[str, Any]]:
     """All measurements for every model at one K.
 
     The timed steps are interleaved (one step of each model per round, ``repeats`` rounds) so that load
     from other processes on a shared machine affects all models alike and their ratio stays meaningful.
     """
-    entries = [_Entry(m, num_slots, image_size, batch_size, device, backbone, seed) for m in model_names]
+    entries = [_Entry(m, num_slots, image_size, batch_size, device, backbone, seed, precision) for m in model_names]
     results = []
     for e in entries:
         results.append({

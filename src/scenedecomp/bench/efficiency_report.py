@@ -140,7 +140,8 @@ def format_tables(report: dict[str, Any]) -> str:
     thesis_params = THESIS["attention_params_millions"]
     lines = [
         f"# Efficiency ({cfg['image_size']}x{cfg['image_size']}, batch {cfg['batch_size']}, "
-        f"{report['environment']['device']}, median of {cfg['repeats']} steps)",
+        f"{report['environment']['device']}, {cfg.get('precision', 'fp32')}"
+        f"{', tuned malloc' if cfg.get('malloc_tuned') else ''}, median of {cfg['repeats']} steps)",
         "",
         f"## Models at K={k_ref}",
         "",
