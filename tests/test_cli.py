@@ -92,6 +92,32 @@ def test_ema_weights_are_what_checkpoints_and_evaluation_use(tmp_path, capsys):
     assert "trainer.ema_decay" in capsys.readouterr().err
 
 
+def test_ema_warmup_follows_the_early_weights(tmp_path):
+    from torch.optim.swa_utils import AveragedModel
+
+    from scenedecomp.training.callbacks import warm_ema_avg_fn
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    holder = torch.nn.Module()
+    holder.w = weight
+    averaged = AveragedModel(holder, avg_fn=warm_ema_avg_fn(0.999))
+    expected = 0.0
+    for n in range(1, 51):  # the model's weight is n after step n
+        weight.data.fill_(float(n))
+        averaged.update_parameters(holder)
+        d = min(0.999, (1 + (n - 1)) / (10 + (n - 1)))  # n - 1 updates came before this one
+        expected = float(n) if n == 1 else expected + (n - expected) * (1 - d)
+        assert averaged.module.w.item() == pytest.approx(expected, rel=1e-6)
+    assert averaged.module.w.item() > 35  # a plain 0.999 EMA of 1..50 started at 1 would be ~2.2
+    assert _train(tmp_path, "trainer.ema_decay=0.999", "trainer.ema_warmup=true",
+                  "trainer.checkpoint_every_n_steps=3", name="warm") == 0
+    ckpt = torch.load(tmp_path / "runs" / "warm" / "checkpoints" / "step0000003.ckpt", map_location="cpu",
+                      weights_only=True)
+    averaged_state, current = ckpt["state_dict"], ckpt["current_model_state"]
+    key = next(k for k in current if "weight" in k and current[k].is_floating_point())
+    assert not torch.equal(averaged_state[key], current[key])
+
+
 class _Payload:
     """A pickle whose loading would create a marker file (the checkpoint attack)."""
 

@@ -79,3 +79,18 @@ class DecompositionImageCallback(L.Callback):
         experiment.add_figure("decomposition", decomposition_figure(self.images, out), step)
         if "boxes" in out.extras:  # AIR: one box per present object and the inferred count
             experiment.add_figure("boxes", boxes_figure(self.images, out, out.extras["boxes"]), step)
+
+
+def warm_ema_avg_fn(decay: float):
+    """``avg_fn`` for :class:`torch.optim.swa_utils.AveragedModel`: an exponential moving average whose
+    decay warms up, ``min(decay, (1 + n) / (10 + n))`` at the ``n``-th update (``n`` = updates so far).
+
+    ``(averaged, current, n) -> new averaged`` (tensors of one parameter or buffer).
+    """
+
+    def avg_fn(averaged: torch.Tensor, current: torch.Tensor, num_averaged) -> torch.Tensor:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        return averaged + (current - averaged) * (1.0 - d)
+
+    return avg_fn

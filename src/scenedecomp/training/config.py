@@ -73,6 +73,9 @@ class TrainerConfig:
     # exponential moving average of the weights (Lightning's EMAWeightAveraging), e.g. 0.999: validation,
     # checkpoints' ``state_dict`` and the final model use the averaged weights. None: off
     ema_decay: float | None = None
+    # EMA warm-up: the n-th update uses decay min(ema_decay, (1 + n) / (10 + n)), so early averages are not
+    # dominated by the first steps' weights (without it they still make up 0.999**n of a 0.999 average)
+    ema_warmup: bool = False
     compile: bool = False
     num_threads: int | None = None  # torch intra-op threads (None: torch's default)
     progress_bar: bool = True

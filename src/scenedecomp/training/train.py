@@ -137,7 +137,7 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
 
-    from .callbacks import DecompositionImageCallback, HistoryCallback
+    from .callbacks import DecompositionImageCallback, HistoryCallback, warm_ema_avg_fn
 
     t = cfg.trainer
     fixed_images = torch.stack([val_set[i]["image"] for i in range(min(4, len(val_set)))])
@@ -156,9 +156,10 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
         LearningRateMonitor(logging_interval="step"),
     ]
     if t.ema_decay is not None:  # checkpoints then hold the averaged weights as ``state_dict``
-        from lightning.pytorch.callbacks import EMAWeightAveraging
+        from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
 
-        callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
+        callbacks.append(WeightAveraging(avg_fn=warm_ema_avg_fn(t.ema_decay)) if t.ema_warmup
+                         else EMAWeightAveraging(decay=t.ema_decay))
     try:  # Lightning checks accelerator/devices/strategy/precision here, before anything is written
         trainer = _make_trainer(cfg, run_dir, precision, callbacks, quiet)
     except Exception as err:  # noqa: BLE001 - MisconfigurationException, ValueError, RuntimeError
