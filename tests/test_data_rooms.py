@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from arrays import assert_same_arrays
 from tfrecord_writer import example, one_byte_strings, write_tfrecord
 from torch.utils.data import default_collate
 
@@ -44,16 +45,9 @@ def scenes():
             "alone_depth": np.stack(alone_depth, 1), "background": background}
 
 
-def _same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert a[key].dtype == b[key].dtype, key
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
 # --- determinism ----------------------------------------------------------------------------------------
 def test_same_seed_same_bytes_and_every_index_differs(r64):
-    _same(r64, rooms.generate_objects_room_like(300, image_size=64, seed=1))
+    assert_same_arrays(r64, rooms.generate_objects_room_like(300, image_size=64, seed=1))
     flat = r64["image"].reshape(300, -1)
     assert len(np.unique(flat, axis=0)) == 300  # no two scenes alike
     for other in (rooms.generate_objects_room_like(300, image_size=64, seed=2),
@@ -64,9 +58,10 @@ def test_same_seed_same_bytes_and_every_index_differs(r64):
 def test_output_independent_of_chunking_threads_and_split_length():
     small = rooms.generate_objects_room_like(1010, image_size=12, seed=5, workers=1)
     large = rooms.generate_objects_room_like(1030, image_size=12, seed=5, workers=2)  # crosses a block
-    _same(small, {key: value[:1010] for key, value in large.items()})
+    assert_same_arrays(small, {key: value[:1010] for key, value in large.items()})
     p = _sample_params(rooms.NAME, 0, "train", 50, lambda rng: rooms._sample_block(rng, 1, 3))
-    _same(rooms._render_all(p, 20, 3, chunk=7, workers=1), rooms._render_all(p, 20, 3, chunk=33, workers=2))
+    assert_same_arrays(rooms._render_all(p, 20, 3, chunk=7, workers=1),
+                       rooms._render_all(p, 20, 3, chunk=33, workers=2))
 
 
 def test_other_sizes_render_the_same_scenes(r64):

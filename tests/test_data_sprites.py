@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from arrays import assert_same_arrays
 from torch.utils.data import DataLoader, default_collate
 
 from scenedecomp.data import DatasetError, check_item, open_dataset, sprites
@@ -30,17 +31,10 @@ def sh64():
     return sprites.generate_shapes(300, image_size=64, seed=1)
 
 
-def _assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert a[key].dtype == b[key].dtype, key
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
 # --- determinism ----------------------------------------------------------------------------------------
 def test_same_seed_gives_identical_arrays(ms32):
-    _assert_same(ms32, sprites.generate_multi_sprites(300, image_size=32, seed=1))
-    _assert_same(sprites.generate_shapes(50, 32, seed=4), sprites.generate_shapes(50, 32, seed=4))
+    assert_same_arrays(ms32, sprites.generate_multi_sprites(300, image_size=32, seed=1))
+    assert_same_arrays(sprites.generate_shapes(50, 32, seed=4), sprites.generate_shapes(50, 32, seed=4))
 
 
 def test_split_and_seed_change_the_scenes(ms32):
@@ -58,13 +52,13 @@ def test_output_independent_of_chunking_and_threads():
                                     lambda rng: sprites._sample_sprites_block(rng, 1, 4))
     one = sprites._render_all(params, 24, 4, sprites._render_sprites_chunk, chunk=7, workers=1)
     two = sprites._render_all(params, 24, 4, sprites._render_sprites_chunk, chunk=33, workers=2)
-    _assert_same(one, two)
+    assert_same_arrays(one, two)
 
 
 def test_prefix_of_a_split_does_not_depend_on_num_images():
     small = sprites.generate_multi_sprites(1010, image_size=8, seed=5)
     large = sprites.generate_multi_sprites(1030, image_size=8, seed=5)  # crosses a parameter block
-    _assert_same(small, {key: value[:1010] for key, value in large.items()})
+    assert_same_arrays(small, {key: value[:1010] for key, value in large.items()})
 
 
 def test_small_size_renders_the_same_scenes(ms64, ms32):
@@ -285,8 +279,8 @@ def test_second_open_loads_from_disk(tmp_path, capsys):
     second = open_dataset("multi_sprites", split="val", num_images=30, image_size=16, cache_dir=tmp_path)
     assert capsys.readouterr().err == ""
     assert second.path == first.path
-    _assert_same(first.arrays, second.arrays)
-    _assert_same(second.arrays, sprites.generate_multi_sprites(30, image_size=16, split="val"))
+    assert_same_arrays(first.arrays, second.arrays)
+    assert_same_arrays(second.arrays, sprites.generate_multi_sprites(30, image_size=16, split="val"))
     assert not second.arrays["image"].flags.writeable  # memory-mapped, read-only
     # other options go to other files
     open_dataset("multi_sprites", split="val", num_images=30, image_size=16, seed=1, cache_dir=tmp_path)
@@ -311,7 +305,7 @@ def test_leftover_temp_file_is_not_a_complete_cache(tmp_path, capsys):
     ds = open_dataset("multi_sprites", split="val", cache_dir=tmp_path, **options)
     assert "generating" in capsys.readouterr().err
     assert ds.path == final and final.is_file()
-    _assert_same(ds.arrays, sprites.generate_multi_sprites(split="val", **options))
+    assert_same_arrays(ds.arrays, sprites.generate_multi_sprites(split="val", **options))
 
 
 def test_interrupted_write_leaves_no_complete_file(tmp_path, monkeypatch):
@@ -331,7 +325,7 @@ def test_damaged_cache_file_is_regenerated(tmp_path, capsys):
     again = open_dataset("shapes", split="val", num_images=5, image_size=16, cache_dir=tmp_path)
     err = capsys.readouterr().err
     assert "unreadable" in err and "generating" in err
-    _assert_same(again.arrays, sprites.generate_shapes(5, 16, split="val"))
+    assert_same_arrays(again.arrays, sprites.generate_shapes(5, 16, split="val"))
 
 
 def test_save_and_load_arrays_roundtrip(tmp_path):
@@ -341,11 +335,11 @@ def test_save_and_load_arrays_roundtrip(tmp_path):
     path = save_arrays(tmp_path / "x.npz", arrays, {"hello": "world"})
     loaded, meta = load_arrays(path)
     assert meta == {"hello": "world"}
-    _assert_same(arrays, loaded)
+    assert_same_arrays(arrays, loaded)
     with zipfile.ZipFile(path) as archive:
         assert all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
     np.savez_compressed(tmp_path / "z.npz", **arrays)  # compressed files load too (into memory)
-    _assert_same(arrays, load_arrays(tmp_path / "z.npz")[0])
+    assert_same_arrays(arrays, load_arrays(tmp_path / "z.npz")[0])
 
 
 def test_cache_key_encodes_everything():
