@@ -16,8 +16,7 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from scenedecomp.models import build_model
-from scenedecomp.training.config import load_config
+from scenedecomp.bench.monet_step import build_training_step
 from scenedecomp.training.hardware import tune_malloc
 
 KINDS = {  # first matching substring of the aten op name wins
@@ -50,18 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     tune_malloc()
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, [f"data.image_size={args.image_size}", *args.overrides])
-    torch.manual_seed(0)
-    model = build_model(cfg.model, 3, args.image_size)
-    images = torch.rand(args.batch_size, 3, args.image_size, args.image_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(images)
-        out.loss.backward()
-        optimizer.step()
+    _, _, step = build_training_step(args.config, args.overrides, args.image_size, args.batch_size,
+                                     torch.device("cpu"), bf16=True)
 
     for _ in range(3):
         step()

@@ -122,3 +122,15 @@ def test_tune_malloc_is_accepted_by_glibc():
         pytest.skip("not glibc")
     hardware.tune_malloc.cache_clear()
     assert hardware.tune_malloc() is True
+
+
+@pytest.mark.parametrize("variant", ["fp32", "bf16"])
+def test_step_benchmark_variant_measures_its_own_step(variant):
+    from scenedecomp.bench.monet_step import measure_variant
+
+    result = measure_variant(variant, "monet-demo", tuple(TINY), image_size=16, num_slots=3, batch_size=2,
+                             steps=2, warmup=0, device="cpu", threads=1)
+    assert result["precision"] == variant and len(result["step_seconds_all"]) == 2
+    assert result["images_per_s"] > 0 and result["flops_per_step"] > 0
+    assert result["achieved_gflops"] == pytest.approx(result["flops_per_step"] / result["step_seconds_median"] / 1e9,
+                                                      rel=0.02, abs=0.01)

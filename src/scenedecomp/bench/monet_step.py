@@ -80,11 +80,36 @@ def step_flops(model: torch.nn.Module, images: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
+def build_training_step(preset: str | None, overrides: list[str] | tuple[str, ...], image_size: int,
+                        batch_size: int, device: torch.device, bf16: bool):
+    """The benchmarked training step: the preset's model (seed 0), a fixed random batch
+    ``[batch_size,3,image_size,image_size]`` and Adam (lr 1e-4); the forward under bf16 autocast if ``bf16``.
+
+    Returns ``(model, images, step)`` where ``step()`` runs forward + backward + update once (compiling
+    ``model`` in place afterwards makes ``step`` use the compiled forward).
+    """
+    from ..models import build_model
+    from ..training.config import load_config
+
+    cfg = load_config(preset, [f"data.image_size={image_size}", *overrides])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 3, image_size).to(device)
+    images = torch.rand(batch_size, 3, image_size, image_size, device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(images)
+        out.loss.backward()
+        optimizer.step()
+
+    return model, images, step
+
+
 def measure_variant(variant: str, preset: str | None, overrides: tuple[str, ...], image_size: int, num_slots: int,
                     batch_size: int, steps: int, warmup: int, device: str, threads: int | None) -> dict:
     """Time one variant in this process (call it in a fresh process: it may tune malloc)."""
-    from ..models import build_model
-    from ..training.config import load_config
     from ..training.hardware import tune_malloc
 
     spec = VARIANTS[variant]
@@ -92,23 +117,13 @@ def measure_variant(variant: str, preset: str | None, overrides: tuple[str, ...]
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
-    cfg = load_config(preset, [f"model.num_slots={num_slots}", f"data.image_size={image_size}",
-                               f"model.component.channels_last={spec['channels_last']}", *overrides])
-    torch.manual_seed(0)
-    model = build_model(cfg.model, 3, image_size).to(dev)
-    images = torch.rand(batch_size, 3, image_size, image_size, device=dev)
+    model, images, step = build_training_step(preset, [f"model.num_slots={num_slots}",
+                                                       f"model.component.channels_last={spec['channels_last']}",
+                                                       *overrides],
+                                              image_size, batch_size, dev, spec["precision"] == "bf16")
     flops = step_flops(model, images)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     if spec["compile"]:
-        model.compile()
-    bf16 = spec["precision"] == "bf16"
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(images)
-        out.loss.backward()
-        optimizer.step()
+        model.compile()  # in place: ``step`` calls the compiled forward
 
     start = time.perf_counter()
     step()
