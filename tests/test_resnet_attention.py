@@ -72,6 +72,10 @@ def test_masks_sum_to_one(kind, norm, size):
     assert torch.isfinite(log_masks).all()
     assert torch.allclose(log_masks.exp().sum(1), torch.ones(2, 1, size, size), atol=1e-5)
     assert torch.allclose(torch.logsumexp(log_masks, dim=1), torch.zeros(2, 1, size, size), atol=1e-5)
+    with torch.no_grad():
+        same, logits = att(x, k, return_logits=True)
+    assert logits.shape == (2, k - 1 if norm == "stick_breaking" else k, 1, size, size)
+    torch.testing.assert_close(same, log_masks)
 
 
 def test_head_channels_follow_normalisation():

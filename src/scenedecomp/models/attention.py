@@ -150,13 +150,16 @@ class RecurrentUNetAttention(nn.Module):
         self.unet = UNet(in_channels + 1, 1, list(cfg.channels), list(cfg.mlp_hidden), image_size, cfg.padding,
                          cfg.downsample)
 
-    def forward(self, image: Tensor, num_slots: int) -> Tensor:
+    def forward(self, image: Tensor, num_slots: int, return_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """``image [B,C,H,W] -> log_masks [B,K,1,H,W]`` (and the logits ``[B,K-1,1,H,W]`` if asked)."""
         b, _, h, w = image.shape
         log_scope = image.new_zeros(b, 1, h, w)
-        log_masks = []
+        log_masks, all_logits = [], []
         for _ in range(num_slots - 1):
             logits = self.unet(torch.cat([image, log_scope], dim=1)).float()  # scope stays fp32 under autocast
+            all_logits.append(logits)
             log_masks.append(log_scope + F.logsigmoid(logits))
             log_scope = log_scope + F.logsigmoid(-logits)
         log_masks.append(log_scope)
-        return torch.stack(log_masks, dim=1)
+        log_masks = torch.stack(log_masks, dim=1)
+        return (log_masks, torch.stack(all_logits, dim=1)) if return_logits else log_masks

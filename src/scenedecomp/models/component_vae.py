@@ -25,6 +25,10 @@ class ComponentConfig:
     decoder_layers: int = 4
     output_activation: OutputActivation = OutputActivation.sigmoid
     channels_last: bool = True  # broadcast decoder memory layout (speed only: the same computation)
+    # the encoder reads the log mask without passing gradient back to the attention (not in the paper):
+    # the attention then learns from the mixture likelihood and the mask KL only, not from what makes a
+    # mask easier for the encoder to read
+    detach_mask_input: bool = False
 
 
 def _coordinate_grid(height: int, width: int) -> Tensor:
@@ -92,6 +96,8 @@ class ComponentVAE(nn.Module):
     ``output_activation`` (sigmoid by default, keeping means in [0, 1] like genesis and the
     object-centric library; ``none`` leaves them unbounded) and one mask logit. Both are returned in
     fp32 even under autocast, so the mixture likelihood and the KLs are always computed in fp32.
+    With ``detach_mask_input`` the encoder's log-mask input is detached: no gradient reaches the
+    attention through the encoder.
     """
 
     def __init__(self, cfg: ComponentConfig, in_channels: int, image_size: int, latent_dim: int):
@@ -99,6 +105,7 @@ class ComponentVAE(nn.Module):
         self.in_channels = in_channels
         self.latent_dim = latent_dim
         self.output_activation = cfg.output_activation
+        self.detach_mask_input = cfg.detach_mask_input
         convs: list[nn.Module] = []
         prev = in_channels + 1
         size = image_size
@@ -118,6 +125,8 @@ class ComponentVAE(nn.Module):
 
     def encode(self, image: Tensor, log_mask: Tensor) -> tuple[Tensor, Tensor]:
         """``image [N,C,H,W]``, ``log_mask [N,1,H,W]`` -> ``(mean [N,D], logvar [N,D])``."""
+        if self.detach_mask_input:
+            log_mask = log_mask.detach()
         stats = self.encoder(torch.cat([image, log_mask], dim=1)).float()  # fp32 under autocast
         return stats.chunk(2, dim=1)
 

@@ -279,7 +279,8 @@ class ResNetAttention(nn.Module):
         logits = self.head(h)  # at H/2 x W/2
         return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
 
-    def forward(self, image: Tensor, num_slots: int) -> Tensor:
+    def forward(self, image: Tensor, num_slots: int, return_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """``image [B,C,H,W] -> log_masks [B,K,1,H,W]`` (and the head logits ``[B,L,1,H,W]`` if asked)."""
         if num_slots != self.num_slots:
             raise ValueError(
                 f"{self.backbone} {'resnet_skip' if self.skip else 'resnet'} attention was built for "
@@ -291,5 +292,7 @@ class ResNetAttention(nn.Module):
             raise ValueError(f"expected {self.in_channels} input channels, got shape {tuple(image.shape)}")
         logits = self.logits(image)[:, :, None].float()  # [B,L,1,H,W]; masks in fp32 under autocast
         if self.mask_normalization == "softmax":
-            return F.log_softmax(logits, dim=1)
-        return stick_breaking_log_masks(logits)
+            log_masks = F.log_softmax(logits, dim=1)
+        else:
+            log_masks = stick_breaking_log_masks(logits)
+        return (log_masks, logits) if return_logits else log_masks
