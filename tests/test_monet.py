@@ -218,7 +218,7 @@ def test_recurrent_attention_returns_the_logits_of_its_masks():
 
 def test_detached_mask_input_leaves_the_attention_only_the_direct_gradient():
     """With ``detach_mask_input`` the attention's gradient is what it gets with the encoder's input detached
-    by hand; without it, the encoder path adds to it (the background stripe's cause, docs/results.md)."""
+    by hand; without it, the encoder path adds to it."""
     image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
     def attention_grads(model):
