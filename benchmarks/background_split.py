@@ -38,24 +38,17 @@ def gradient_paths(model, images: torch.Tensor, owner: torch.Tensor, split: torc
         _, logits = model.attention(images, model.num_slots, return_logits=True)
     logits.requires_grad_(True)
     log_masks = stick_breaking_log_masks(logits)  # [N,K,1,H,W]
-    (n, k), (c, h, w) = log_masks.shape[:2], images.shape[1:]
-    sigmas = images.new_full((k,), loss_cfg.sigma_fg)
-    sigmas[0] = loss_cfg.sigma_bg
-    flat = images[:, None].expand(n, k, c, h, w).reshape(n * k, c, h, w)
+    n, k = log_masks.shape[:2]
+    sigmas = model.slot_sigmas(k, images)
     slots = torch.arange(k)[None, :, None, None, None]
     is_bg = slots == background_slot[:, None, None, None, None]
     owns_split = ((owner[:, None, None] == slots) & split[:, None, None]).flatten(2).any(2)[..., None, None, None]
 
-    def decode(encoder_masks: torch.Tensor):
-        mean, logvar = model.component.encode(flat, encoder_masks.reshape(n * k, 1, h, w))
-        slot_means, mask_logits = model.component.decode(mean)
-        return mean, logvar, slot_means.view(n, k, c, h, w), mask_logits.view(n, k, 1, h, w)
-
     def via_encoders(which: torch.Tensor) -> torch.Tensor:  # gradient through these slots' encoder inputs only
-        return mixture_nll(images, fixed, decode(torch.where(which, log_masks, fixed))[2], sigmas)
+        return mixture_nll(images, fixed, model.components(images, torch.where(which, log_masks, fixed))[2], sigmas)
 
     fixed = log_masks.detach()
-    mean, logvar, slot_means, mask_logits = decode(log_masks)
+    mean, logvar, slot_means, mask_logits = model.components(images, log_masks)  # eval mode: z = mean
     terms = {
         "likelihood directly": mixture_nll(images, log_masks, slot_means.detach(), sigmas),
         "via the background slot's encoder": via_encoders(is_bg),

@@ -178,12 +178,19 @@ class MONet(nn.Module):
             low, cfg.geco_max_weight)
         return weight
 
-    def forward(self, image: Tensor, num_slots: int | None = None) -> ModelOutput:
-        k = num_slots or self.num_slots
-        b, c, h, w = image.shape
-        log_masks = self.attention(image, k)  # [B,K,1,H,W]
-        k = log_masks.shape[1]
+    def slot_sigmas(self, num_slots: int, like: Tensor) -> Tensor:
+        """``[K]`` per-slot standard deviations: ``sigma_bg`` for slot 0, ``sigma_fg`` for the others."""
+        sigmas = like.new_full((num_slots,), self.cfg.loss.sigma_fg)
+        sigmas[0] = self.cfg.loss.sigma_bg
+        return sigmas
 
+    def components(self, image: Tensor, log_masks: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Run the component VAE on every slot of ``image [B,C,H,W]`` under ``log_masks [B,K,1,H,W]``.
+
+        Returns ``(mean [B*K,D], logvar [B*K,D], slot_means [B,K,C,H,W], mask_logits [B,K,1,H,W])``; the
+        latents are sampled while training and set to the mean in eval mode.
+        """
+        (b, c, h, w), k = image.shape, log_masks.shape[1]
         flat_image = image[:, None].expand(b, k, c, h, w).reshape(b * k, c, h, w)
         mean, logvar = self.component.encode(flat_image, log_masks.reshape(b * k, 1, h, w))
         if self.training:
@@ -191,12 +198,17 @@ class MONet(nn.Module):
         else:
             z = mean
         slot_means, mask_logits = self.component.decode(z)
-        slot_means = slot_means.view(b, k, c, h, w)
-        mask_logits = mask_logits.view(b, k, 1, h, w)
+        return mean, logvar, slot_means.view(b, k, c, h, w), mask_logits.view(b, k, 1, h, w)
+
+    def forward(self, image: Tensor, num_slots: int | None = None) -> ModelOutput:
+        k = num_slots or self.num_slots
+        b = image.shape[0]
+        log_masks = self.attention(image, k)  # [B,K,1,H,W]
+        k = log_masks.shape[1]
+        mean, logvar, slot_means, mask_logits = self.components(image, log_masks)
 
         loss_cfg = self.cfg.loss
-        sigmas = image.new_full((k,), loss_cfg.sigma_fg)
-        sigmas[0] = loss_cfg.sigma_bg
+        sigmas = self.slot_sigmas(k, image)
         nll = mixture_nll(image, log_masks, slot_means, sigmas, self.per_channel)
         kl_z = gaussian_kl(mean, logvar).view(b, -1).sum(1)
         kl_m = mask_kl(log_masks, mask_logits)
