@@ -14,6 +14,16 @@ are searched first). A fragment is a partial run config and may itself say ``def
 starts from ``model/monet-paper.yaml``). When a preset names both, ``configs/override/MODEL+DATASET.yaml``
 is applied too if it exists: what that model needs on that dataset (the paper's 6-block U-Net at 128x128).
 
+A preset may instead start from another preset and state what differs, which keeps a compared pair
+from drifting apart (the CPU MONet-vs-RN* presets)::
+
+    defaults: {preset: monet-sprites64-cpu}
+    name: monet-rn18star-sprites64-cpu
+    model: {attention: {type: resnet_skip, backbone: resnet18}}
+
+``preset: NAME`` is ``NAME.yaml`` beside the preset, else the packaged ``configs/NAME.yaml``; it cannot be
+combined with ``model``/``dataset`` (the base preset already chose them).
+
 :func:`preset_layers` returns the layers in merge order: the model fragment (after its own defaults),
 the dataset fragment, the model x dataset override, then the preset itself.
 """
@@ -26,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # packaged: src/scenedecomp/configs/*.yaml
 GROUPS = ("model", "dataset")  # fragment folders under CONFIG_DIR
+BASE = "preset"  # defaults: {preset: NAME} starts from another preset
 OVERRIDE_DIR = "override"  # CONFIG_DIR/override/MODEL+DATASET.yaml
 
 
@@ -74,9 +85,12 @@ def _defaults(path: Path, body: DictConfig) -> dict[str, str]:
     raw = OmegaConf.to_container(body.pop("defaults"))
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise PresetError(f"{path}: defaults must be a mapping like {{model: monet-paper, dataset: objects_room}}")
-    unknown = sorted(set(raw) - set(GROUPS))
+    unknown = sorted(set(raw) - {*GROUPS, BASE})
     if unknown:
-        raise PresetError(f"{path}: defaults: unknown group {unknown[0]!r}; expected {' or '.join(GROUPS)}")
+        raise PresetError(f"{path}: defaults: unknown group {unknown[0]!r}; expected {', '.join(GROUPS)} or {BASE}")
+    if BASE in raw and len(raw) > 1:
+        raise PresetError(f"{path}: defaults: {BASE} cannot be combined with {' or '.join(GROUPS)} "
+                          f"(the base preset chose them; state the differences in the file)")
     return dict(raw)
 
 
@@ -100,6 +114,14 @@ def preset_layers(path: Path, root: Path | None = None, _seen: tuple[Path, ...] 
     body = read_yaml(path)
     defaults = _defaults(path, body)
     layers: list[tuple[Path, DictConfig]] = []
+    if BASE in defaults:
+        base = root / f"{defaults[BASE]}.yaml"
+        if not base.is_file():
+            try:
+                base = preset_path(defaults[BASE])
+            except PresetError as err:
+                raise PresetError(f"{path}: defaults: {err}") from None
+        layers += preset_layers(base, root, seen)
     for group in GROUPS:
         if group in defaults:
             layers += preset_layers(_fragment(group, defaults[group], root, path), root, seen)
