@@ -59,6 +59,7 @@ def test_a_preset_outside_the_package_uses_packaged_and_local_fragments(tmp_path
     ("defaults: {model: monet-paper}\nmodel: {attention: {type: unet}}\n", "model.attention.type"),
     ("defaults: {preset: no-such-preset}\n", r"mine.yaml: defaults: unknown preset 'no-such-preset'.*monet-demo"),
     ("defaults: {preset: monet-demo, model: monet-paper}\n", "preset cannot be combined with model or dataset"),
+    ("defaults: {preset: elsewhere.yaml}\n", r"defaults: .*elsewhere.yaml: no such config file"),
 ])
 def test_bad_defaults_are_refused_in_one_line(tmp_path, text, pattern):
     with pytest.raises(ConfigError, match=pattern) as info:
@@ -77,6 +78,7 @@ def test_a_preset_starts_from_another_and_changes_only_what_it_states(tmp_path):
     cfg = load_config(_preset(tmp_path, "defaults: {preset: base}\nmodel: {attention: {type: resnet_skip}}\n"))
     assert (cfg.data.image_size, cfg.model.attention.type.value, cfg.model.latent_dim) == (48, "resnet_skip", 16)
     assert cfg.model.component == demo.model.component
+    assert load_config(_preset(tmp_path, "defaults: {preset: base.yaml}\n")).data.image_size == 48
 
 
 def test_a_defaults_loop_is_refused(tmp_path):

@@ -21,8 +21,9 @@ from drifting apart (the CPU MONet-vs-RN* presets)::
     name: monet-rn18star-sprites64-cpu
     model: {attention: {type: resnet_skip, backbone: resnet18}}
 
-``preset: NAME`` is ``NAME.yaml`` beside the preset, else the packaged ``configs/NAME.yaml``; it cannot be
-combined with ``model``/``dataset`` (the base preset already chose them).
+``preset: NAME`` is ``NAME.yaml`` beside the preset, else the packaged ``configs/NAME.yaml`` (``preset:
+FILE.yaml``: that file beside the preset); it cannot be combined with ``model``/``dataset`` (the base
+preset already chose them).
 
 :func:`preset_layers` returns the layers in merge order: the model fragment (after its own defaults),
 the dataset fragment, the model x dataset override, then the preset itself.
@@ -115,10 +116,12 @@ def preset_layers(path: Path, root: Path | None = None, _seen: tuple[Path, ...] 
     defaults = _defaults(path, body)
     layers: list[tuple[Path, DictConfig]] = []
     if BASE in defaults:
-        base = root / f"{defaults[BASE]}.yaml"
+        name = defaults[BASE]
+        local = Path(name).suffix in (".yaml", ".yml")  # a file name: beside the preset only
+        base = root / (name if local else f"{name}.yaml")
         if not base.is_file():
             try:
-                base = preset_path(defaults[BASE])
+                base = preset_path(name if not local else base)
             except PresetError as err:
                 raise PresetError(f"{path}: defaults: {err}") from None
         layers += preset_layers(base, root, seen)
