@@ -35,6 +35,8 @@ def test_overrides_are_typed():
     ("optim.name=sgd", "optimiser"),
     ("nonsense", "dotted.key=value"),
     ("model.loss.likelihood=both", "likelihood"),
+    ("model.attention.trunk_lr_scale=0", "trunk_lr_scale must be positive"),
+    ("model.attention.trunk_lr_scale=0.1", "U-Net has no trunk"),  # monet-demo's attention is the U-Net
 ])
 def test_bad_overrides_are_refused_in_one_line(override, pattern):
     with pytest.raises(ConfigError, match=pattern) as info:

@@ -248,3 +248,31 @@ def test_non_state_dict_files_are_refused(tmp_path, no_download):
     torch.save({"epoch": 3}, scalars)
     with pytest.raises(PretrainedWeightsError, match="not a state dict of tensors"):
         make_attention(pretrained=str(scalars))
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.1])
+def test_trunk_lr_scale_slows_only_the_trunk(scale):
+    """One Adam step moves each parameter by about its group's lr: the trunk by lr * scale, the rest by lr."""
+    from scenedecomp.training.module import SceneDecompModule
+
+    cfg = load_config("monet-rn18star-sprites64-cpu", ["data.image_size=32", "model.component.encoder_hidden=16",
+                                                       "model.component.decoder_channels=8", "optim.warmup_steps=0",
+                                                       "optim.grad_clip_norm=null",
+                                                       f"model.attention.trunk_lr_scale={scale}"])
+    torch.manual_seed(0)
+    module = SceneDecompModule.from_config(cfg, 3, 32)
+    module.train()
+    optimizer = module.configure_optimizers()["optimizer"]
+    model = module.model
+    trunk_ids = {id(p) for p in model.attention.encoder.parameters()}
+    grouped = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # every parameter exactly once
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    model(torch.rand(2, 3, 32, 32)).loss.backward()
+    optimizer.step()
+    moved = {name: (p.detach() - before[name]).abs().max().item() for name, p in model.named_parameters()}
+    lr = cfg.optim.lr
+    trunk = max(m for (name, m), p in zip(moved.items(), model.parameters()) if id(p) in trunk_ids)
+    head = moved["attention.head.weight"]
+    assert trunk == pytest.approx(lr * scale, rel=0.05)
+    assert head == pytest.approx(lr, rel=0.05)

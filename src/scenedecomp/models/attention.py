@@ -57,6 +57,9 @@ class AttentionConfig:
     backbone: Backbone = Backbone.resnet50  # one-pass attention
     pretrained: str | None = None  # one-pass attention: local state-dict file or torchvision weights name
     mask_normalization: MaskNormalization = MaskNormalization.stick_breaking  # one-pass attention
+    # one-pass attention: the ResNet trunk learns at optim.lr * trunk_lr_scale (1: one learning rate, as in
+    # the thesis; below 1 slows a large or pretrained trunk against the decoder, head and component VAE)
+    trunk_lr_scale: float = 1.0
     padding: Padding = Padding.zeros  # U-Net
     downsample: Downsample = Downsample.nearest  # U-Net
 

@@ -155,6 +155,19 @@ class MONet(nn.Module):
             self.register_buffer("geco_lambda", torch.tensor(1.0))
             self.register_buffer("geco_mse_ema", torch.tensor(float("nan")))
 
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """Optimiser groups: every parameter at ``lr``, except that with a one-pass attention and
+        ``attention.trunk_lr_scale != 1`` the ResNet trunk (``attention.encoder``) is a second group at
+        ``lr * trunk_lr_scale``."""
+        scale = self.cfg.attention.trunk_lr_scale
+        if scale == 1 or self.attention.recurrent:
+            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        trunk = self.attention.encoder
+        trunk_ids = {id(p) for p in trunk.parameters()}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in trunk_ids]
+        return [{"params": rest, "lr": lr, "name": "model"},
+                {"params": [p for p in trunk.parameters() if p.requires_grad], "lr": lr * scale, "name": "trunk"}]
+
     def beta_at(self, step: int) -> float:
         """The training KL(z) weight at ``step``: ``loss.beta``, scaled by the warm-up."""
         loss_cfg = self.cfg.loss

@@ -146,6 +146,11 @@ def validate(cfg: RunConfig) -> None:
                           "geco_max_weight >= 1, 0 < geco_min_weight <= geco_max_weight")
     if m.loss.beta_warmup_steps < 0:
         raise ConfigError(f"model.loss.beta_warmup_steps must be >= 0, got {m.loss.beta_warmup_steps}")
+    if not m.attention.trunk_lr_scale > 0:
+        raise ConfigError(f"model.attention.trunk_lr_scale must be positive, got {m.attention.trunk_lr_scale}")
+    if m.attention.trunk_lr_scale != 1 and m.attention.type == "unet_recurrent":
+        raise ConfigError("model.attention.trunk_lr_scale applies to the one-pass ResNet attention (type resnet "
+                          "or resnet_skip); the recurrent U-Net has no trunk")
     if m.air.max_steps < 1:
         raise ConfigError(f"model.air.max_steps: N must be at least 1, got {m.air.max_steps}")
     if cfg.optim.name not in ("rmsprop", "adam", "adamw"):
