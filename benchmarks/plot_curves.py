@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--from-json", action="append", default=[], type=Path,
                         help="a JSON file written by --json: draw its runs too (repeatable)")
+    parser.add_argument("--keep", default=None,
+                        help="comma-separated labels: of the --from-json runs draw only these")
     parser.add_argument("--labels", default=None, help="comma-separated labels (default: run folder names)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--json", default=None, type=Path)
@@ -56,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         if not stored.is_file():
             raise SystemExit(f"{stored}: no such file")
         data.update(json.loads(stored.read_text()))
+    if args.keep is not None:
+        keep = args.keep.split(",")
+        missing = [label for label in keep if label not in data]
+        if missing:
+            raise SystemExit(f"--keep: no run labelled {', '.join(map(repr, missing))} in --from-json")
+        data = {label: data[label] for label in keep}
     for label, run in zip(labels, args.runs):
         if label in data:
             raise SystemExit(f"--labels: {label!r} is already a run of --from-json")
