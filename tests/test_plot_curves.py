@@ -45,8 +45,9 @@ def test_curves_round_trip_through_json(tmp_path):
     assert list(again) == ["A s0", "A s1", "C"] and again["A s0"] == stored["A s0"]
     assert (tmp_path / "2.png").stat().st_size > 0
 
-    main(["--from-json", str(second), "--keep", "C,A s1", "--out", str(tmp_path / "4.png"), "--json", str(tmp_path / "kept.json")])
-    assert list(json.loads((tmp_path / "kept.json").read_text())) == ["C", "A s1"]
+    kept = tmp_path / "kept.json"
+    main(["--from-json", str(second), "--keep", "C,A s1", "--out", str(tmp_path / "4.png"), "--json", str(kept)])
+    assert list(json.loads(kept.read_text())) == ["C", "A s1"]
     with pytest.raises(SystemExit, match="no run labelled 'B'"):
         main(["--from-json", str(second), "--keep", "B", "--out", str(tmp_path / "5.png")])
     with pytest.raises(SystemExit, match="already a run"):
