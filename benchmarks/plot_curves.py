@@ -74,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     stems = [re.sub(r"\s+s\d+$", "", label) for label in labels]
     unique = list(dict.fromkeys(stems))
     palette = plt.get_cmap("tab10" if len(unique) <= 10 else "tab20").colors
-    styles = {}
+    styles, seeds_drawn = {}, dict.fromkeys(unique, 0)
     for label, stem in zip(labels, stems):
-        seen = sum(1 for other in styles.values() if other[0] == stem)
-        styles[label] = (stem, palette[unique.index(stem) % len(palette)], ("-", "--", ":", "-.")[seen % 4])
+        styles[label] = (palette[unique.index(stem) % len(palette)], ("-", "--", ":", "-.")[seeds_drawn[stem] % 4])
+        seeds_drawn[stem] += 1
     fig, axes = plt.subplots(len(METRICS), 2, figsize=(11, 3.2 * len(METRICS)), squeeze=False)
     for label, run in data.items():
-        _, colour, linestyle = styles[label]
+        colour, linestyle = styles[label]
         rows = run["rows"]
         steps = [r["step"] for r in rows]
         minutes = [r["seconds"] / 60 for r in rows]
