@@ -11,7 +11,13 @@ from PIL import Image
 from scenedecomp.cli import main
 from scenedecomp.training.checkpoint import find_run, load_module
 from scenedecomp.training.loaders import open_split
-from scenedecomp.viz.traversals import largest_foreground_slot, traverse
+from scenedecomp.viz.traversals import (
+    choose_traversal,
+    largest_foreground_slot,
+    mask_movement,
+    swap_slots,
+    traverse,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +40,80 @@ def test_traversal_centre_column_is_the_unchanged_decoding(monet):
     for row in range(5):  # t = 0 keeps every latent at its posterior mean
         torch.testing.assert_close(data["scene"][row, 3], scene.clamp(0, 1))
         torch.testing.assert_close(data["component"][row, 3], (masks[k] * means[k] + 1 - masks[k]).clamp(0, 1))
-    kl = data["kl"].tolist()
-    assert kl == sorted(kl, reverse=True) and sorted(data["dims"].tolist()) == list(range(5))
+    movement = data["movement"].tolist()
+    assert movement == sorted(movement, reverse=True) and sorted(data["dims"].tolist()) == list(range(5))
     # moving a latent changes the decoding (the decoder is not constant in z)
     assert (data["component"][0, 0] - data["component"][0, 6]).abs().max() > 0
+
+
+def test_posterior_mean_scene_is_the_generative_reconstruction(monet):
+    """At the posterior mean the recomposed scene is the model's own generative reconstruction: every slot
+    decoded from its latent, under its decoded mask."""
+    model, image = monet
+    data = traverse(model, image, steps=5, span=2.0)
+    with torch.no_grad():
+        out = model(image[None])
+    generative = (out.extras["recon_log_masks"].exp() * out.slot_recons).sum(1)[0]
+    torch.testing.assert_close(data["scene"][0, 2], generative.clamp(0, 1))
+
+
+def test_data_sweep_spans_the_given_range_and_ranks_by_mask_change(monet):
+    model, image = monet
+    value_range = torch.tensor([[-1.0, 2.0], [0.0, 0.5], [-3.0, -1.0], [0.2, 0.3], [-0.5, 0.5]])
+    data = traverse(model, image, slot=1, steps=4, sigma="data", value_range=value_range)
+    dims = data["dims"]
+    torch.testing.assert_close(data["values"], torch.stack(
+        [torch.linspace(float(lo), float(hi), 4) for lo, hi in value_range[dims]]))
+    with torch.no_grad():  # the movement of the first row, computed independently
+        out = model(image[None])
+        z = out.latents[0].clone()
+        ends = []
+        for value in value_range[dims[0]]:
+            z[1, dims[0]] = value
+            _, logits = model.component.decode(z)
+            ends.append(F.softmax(logits, dim=0)[1])
+    assert abs(float(data["movement"][0]) - float((ends[0] - ends[1]).abs().mean())) < 1e-5
+    with pytest.raises(ValueError, match="value_range"):
+        traverse(model, image, sigma="data")
+
+
+def test_choose_traversal_picks_the_slot_that_moves_most(monet):
+    model, image = monet
+    images = torch.stack([image, image.flip(-1), image.flip(-2)])
+    index, slot = choose_traversal(model, images, sigma="prior")
+    with torch.no_grad():
+        out = model(images)
+    scores = {}
+    for i in range(3):
+        for k in range(1, out.num_slots):
+            values = out.latents[i, k][:, None] + torch.linspace(-3, 3, 7)[None]
+            scores[i, k] = float(mask_movement(model, out.latents[i], k, values).topk(3).values.sum())
+    assert (index, slot) == max(scores, key=scores.get)
+
+
+def test_swap_slots_moves_an_object_between_scenes(monet):
+    model, image = monet
+    images = torch.stack([image, image.flip(-1)])
+    data = swap_slots(model, images, (0, 1), (1, 2))
+    with torch.no_grad():
+        out = model(images)
+        z = out.latents[0].clone()
+        z[1] = out.latents[1, 2]
+        means, logits = model.component.decode(z)
+    expected = (F.softmax(logits, dim=0) * means).sum(0).clamp(0, 1)
+    torch.testing.assert_close(data["swapped"][0], expected)
+    assert data["generative"].shape == images.shape
 
 
 def test_top_n_slot_and_sigma_options(monet):
     model, image = monet
     top = traverse(model, image, slot=2, top=2, sigma="posterior")
-    full = traverse(model, image, slot=2)
+    full = traverse(model, image, slot=2, sigma="posterior")
     assert top["slot"] == 2 and top["dims"].tolist() == full["dims"][:2].tolist()
-    assert not torch.equal(top["component"][:, 0], full["component"][:2, 0])  # posterior std != 1
+    prior = traverse(model, image, slot=2, sigma="prior")
+    by_dim = {int(d): i for i, d in enumerate(prior["dims"])}
+    first = int(top["dims"][0])
+    assert not torch.equal(top["component"][0, 0], prior["component"][by_dim[first], 0])  # posterior std != 1
     with pytest.raises(ValueError, match="slot 7"):
         traverse(model, image, slot=7)
 
@@ -53,7 +121,9 @@ def test_top_n_slot_and_sigma_options(monet):
 def test_visualize_traversals_cli(monet_run, air_run, tmp_path, capsys):
     assert main(["visualize", str(monet_run), "--traversals", "--out", str(tmp_path / "m"), "--top", "3"]) == 0
     names = sorted(p.name for p in (tmp_path / "m").iterdir())
-    assert len(names) == 2 and names[0] == "components_test0.png" and names[1].startswith("traversal_test0_slot")
+    assert len(names) == 2 and names[0].startswith("components_test") and names[1].startswith("traversal_test")
+    assert main(["visualize", str(monet_run), "--samples", "--out", str(tmp_path / "s"), "--num-images", "4"]) == 0
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["samples.png"]
     picture = tmp_path / "mine.png"
     Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).save(picture)
     assert main(["visualize", str(monet_run), "--traversals", "--out", str(tmp_path / "f"), "--image", str(picture),

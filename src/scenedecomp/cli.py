@@ -28,6 +28,12 @@ def _print_summary(metrics: dict, where: str) -> None:
         if value is not None and value == value:
             parts.append(f"{key.upper() if key != 'count_accuracy' else 'count acc'} {value:.4f}"
                          if key != "mse" else f"MSE {value:.2e}")
+    decoded = [f"{label} {metrics[key]:.4f}" if key != "generative_mse" else f"{label} {metrics[key]:.2e}"
+               for key, label in (("decoded_fg_ari", "FG_ARI"), ("decoded_msc", "MSC"),
+                                  ("generative_mse", "generative MSE"))
+               if isinstance(metrics.get(key), float) and metrics[key] == metrics[key]]
+    if decoded:
+        parts.append("decoded masks: " + ", ".join(decoded))
     if "train_seconds" in metrics:
         parts.append(f"train {metrics['train_seconds'] / 60:.1f} min ({metrics.get('train_steps', '?')} steps")
         if "train_images_per_s" in metrics:
@@ -68,6 +74,13 @@ def _cmd_visualize(args) -> int:
 
         for path in write_traversals(args.run, args.out, split=args.split, image=args.image, slot=args.slot,
                                      top=args.top, num_slots=args.num_slots, sigma=args.sigma):
+            print(path)
+        return 0
+    if args.samples:
+        from .training.traversals import write_samples
+
+        for path in write_samples(args.run, args.out, split=args.split, num_swaps=args.num_images // 2 or 1,
+                                  num_slots=args.num_slots):
             print(path)
         return 0
 
@@ -131,13 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-images", type=int, default=8)
     p.add_argument("--num-slots", type=int, default=None)
     p.add_argument("--traversals", action="store_true", help=(
-        "instead: latent traversals of one slot (rows = latent dimensions, -3..+3 sigma around the posterior "
-        "mean; slot component and recomposed scene) and the component-VAE figure; AIR: z_what glimpses"))
-    p.add_argument("--image", default="0", help="--traversals: index into --split, or an image file (default 0)")
-    p.add_argument("--slot", type=int, default=None, help="--traversals: slot (default: largest foreground slot)")
-    p.add_argument("--top", type=int, default=None, help="--traversals: only the top N dimensions by KL")
-    p.add_argument("--sigma", default="prior", choices=("prior", "posterior"),
-                   help="--traversals: step unit, the prior std 1 (default) or the slot's posterior std")
+        "instead: latent traversals of one slot (rows = latent dimensions ranked by how much they move the "
+        "slot's decoded mask; slot component and recomposed scene) and the component-VAE figure; AIR: z_what "
+        "glimpses"))
+    p.add_argument("--samples", action="store_true", help=(
+        "instead: scenes decoded from latents with one slot's latent swapped between two test images "
+        "(--num-images / 2 pairs)"))
+    p.add_argument("--image", default=None, help=(
+        "--traversals: index into --split, or an image file (default: the test image and slot, among the "
+        "first 16, whose latents move the decoded mask most)"))
+    p.add_argument("--slot", type=int, default=None, help="--traversals: slot (default: chosen with the image, "
+                   "or the largest foreground slot)")
+    p.add_argument("--top", type=int, default=None, help="--traversals: only the top N dimensions")
+    p.add_argument("--sigma", default="data", choices=("data", "prior", "posterior"), help=(
+        "--traversals: the sweep: each dimension from its 2nd to 98th percentile over 64 images of --split "
+        "(data, default), or the posterior mean -3..+3 prior std (prior) or posterior std (posterior)"))
     p.set_defaults(func=_cmd_visualize)
 
     p = sub.add_parser("presets", help="list the YAML presets")

@@ -28,7 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-METRIC_COLUMNS = ("num_images", "num_slots", "ari", "fg_ari", "msc", "sc", "mse", "count_accuracy")
+METRIC_COLUMNS = ("num_images", "num_slots", "ari", "fg_ari", "msc", "sc", "mse", "decoded_ari", "decoded_fg_ari",
+                  "decoded_msc", "generative_mse", "count_accuracy")
 
 
 class ReportError(ValueError):
@@ -150,7 +151,7 @@ def _validation_figure(history: list[dict], scalars: dict[str, list[tuple[int, f
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = ("fg_ari", "ari", "msc", "sc", "count_accuracy")
+    keys = ("fg_ari", "ari", "msc", "sc", "decoded_fg_ari", "decoded_msc", "count_accuracy")
     series = {}
     if history:
         for key in keys:
@@ -186,14 +187,20 @@ def _validation_figure(history: list[dict], scalars: dict[str, list[tuple[int, f
 
 def _ensure_traversals(run_dir: Path, log) -> None:
     figures = run_dir / "figures"
-    if list(figures.glob("traversal_*.png")) or not (run_dir / "checkpoints" / "last.ckpt").is_file():
+    if not (run_dir / "checkpoints" / "last.ckpt").is_file():
         return
-    from .training.traversals import write_traversals
+    from .training.traversals import write_samples, write_traversals
 
-    try:
-        write_traversals(run_dir, figures, split="test", image=0, top=8)
-    except Exception as err:  # a report is still useful without them; say why once
-        log(f"report: no traversal figures ({str(err).splitlines()[0][:160]})")
+    if not list(figures.glob("traversal_*.png")):
+        try:
+            write_traversals(run_dir, figures, split="test", image=None, top=8)
+        except Exception as err:  # a report is still useful without them; say why once
+            log(f"report: no traversal figures ({str(err).splitlines()[0][:160]})")
+    if list(figures.glob("components_*.png")) and not (figures / "samples.png").is_file():
+        try:
+            write_samples(run_dir, figures, split="test")
+        except Exception as err:
+            log(f"report: no slot-swap figure ({str(err).splitlines()[0][:160]})")
 
 
 # ----------------------------------------------------------------------------------------------- page
@@ -257,10 +264,16 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     # metrics
     if metrics:
         order = sorted(metrics, key=lambda s: (s.startswith("ood_"), {"test": 0, "val": 1, "train": 2}.get(s, 3), s))
-        rows = [[split, *[metrics[split].get(c) for c in METRIC_COLUMNS]] for split in order]
-        parts.append("<h2>Metrics</h2>" + _table(["split", *METRIC_COLUMNS], rows)
-                     + "<p class='note'>FG-ARI/ARI/MSC/SC are means over images (images without foreground "
-                       "skipped for the foreground metrics); MSE per pixel and channel.</p>")
+        columns = [c for c in METRIC_COLUMNS if any(metrics[split].get(c) is not None for split in order)]
+        rows = [[split, *[metrics[split].get(c) for c in columns]] for split in order]
+        note = ("FG-ARI/ARI/MSC/SC are means over images (images without foreground skipped for the foreground "
+                "metrics); MSE per pixel and channel.")
+        if "decoded_msc" in columns or "generative_mse" in columns:
+            note += (" <code>decoded_*</code>: the same segmentation metrics from the component VAE's decoded "
+                     "masks (each slot's mask decoded from its latent alone); <code>generative_mse</code>: the "
+                     "image rebuilt from the decoded masks. They show whether the latents carry where each "
+                     "object is, not only what colour it has.")
+        parts.append("<h2>Metrics</h2>" + _table(["split", *columns], rows) + f"<p class='note'>{note}</p>")
     ood = [s for s in metrics if s.startswith("ood_")]
     if ood:
         rows = []
@@ -290,7 +303,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     decomposition = sorted(figures.glob("decomposition_*.png")) + sorted(figures.glob("boxes*.png"))
     if decomposition:
         parts.append("<h2>Decompositions (test images)</h2>" + "".join(_file_img(p) for p in decomposition))
-    trav = sorted(figures.glob("traversal_*.png")) + sorted(figures.glob("components_*.png"))
+    trav = sorted(figures.glob("traversal_*.png")) + sorted(figures.glob("components_*.png")) \
+        + sorted(figures.glob("samples.png"))
     if trav:
         parts.append("<h2>Latent traversals and the component VAE</h2>" + "".join(_file_img(p) for p in trav))
 

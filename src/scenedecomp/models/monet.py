@@ -73,6 +73,9 @@ class LossConfig:
     # lower bound of lambda (None: 1 / geco_max_weight); 1.0 hands the loss back to the paper's balance once
     # the target is met instead of weighting the KL terms up
     geco_min_weight: float | None = None
+    # GECO's lambda also weights gamma * KL(masks), the component VAE's reconstruction of the attention
+    # masks, so that the masks keep their weight against the image likelihood (only KL(z) is traded off)
+    geco_mask_kl: bool = False
 
 
 @dataclass
@@ -233,7 +236,8 @@ class MONet(nn.Module):
         if loss_cfg.geco_mse_target is not None and self.training:
             nll_weight = self._geco_update((recon.detach() - image).pow(2).mean())
             terms["geco_lambda"] = nll_weight
-        per_image = nll_weight * nll + beta * kl_z + loss_cfg.gamma * kl_m
+        mask_weight = loss_cfg.gamma * (nll_weight if loss_cfg.geco_mask_kl else 1.0)
+        per_image = nll_weight * nll + beta * kl_z + mask_weight * kl_m
 
         return ModelOutput(
             loss=per_image.mean(),

@@ -16,11 +16,24 @@ from .config import RunConfig, to_dict
 
 
 def batch_metrics(batch: dict, out: ModelOutput, background_labels=(0,)) -> dict[str, torch.Tensor]:
-    """Per-image metrics ``{name: [B]}`` for whatever ground truth the batch carries."""
+    """Per-image metrics ``{name: [B]}`` for whatever ground truth the batch carries.
+
+    Models with decoded masks (``extras["recon_log_masks"]``, MONet's component VAE) also get
+    ``generative_mse`` (the image rebuilt from the decoded masks and slot images) and, with ground truth,
+    ``decoded_ari`` / ``decoded_fg_ari`` / ``decoded_msc`` (segmentation by the decoded masks' argmax).
+    """
     image = batch["image"]
     result = {"mse": M.mse(image, out.recon.clamp(0, 1))}
     if "mask" in batch:
         result.update(M.segmentation_metrics(batch["mask"], out.predicted_labels(), background_labels))
+    decoded = out.extras.get("recon_log_masks")  # MONet-family: the component VAE's decoded masks
+    if decoded is not None:
+        # the generative reconstruction: each slot's decoded image under its decoded mask
+        generative = (decoded.exp() * out.slot_recons).sum(1)
+        result["generative_mse"] = M.mse(image, generative.clamp(0, 1))
+        if "mask" in batch:
+            seg = M.segmentation_metrics(batch["mask"], decoded, background_labels)
+            result.update({f"decoded_{k}": seg[k] for k in ("ari", "fg_ari", "msc")})
     if "num_objects" in batch and "num_objects" in out.extras:
         result["count_accuracy"] = M.count_accuracy(batch["num_objects"], out.extras["num_objects"])
     return result

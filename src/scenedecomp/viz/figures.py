@@ -34,16 +34,23 @@ def decomposition_figure(images: torch.Tensor, out: ModelOutput, max_images: int
     """The MONet decomposition figure.
 
     One row per image: input, reconstruction mixture, colour-coded argmax segmentation, then for each
-    slot its unmasked reconstruction and its masked reconstruction ``m_k * x_k`` (on white).
+    slot its unmasked reconstruction and its masked reconstruction ``m_k * x_k`` (on white). Models with
+    decoded masks (``extras["recon_log_masks"]``, MONet's component VAE) get a second row per image: the
+    generative reconstruction ``sum_k softmax(mask logits)_k * x_k``, the decoded masks' argmax
+    segmentation, each decoded mask (grey, white = 1) and each ``x_k`` under its decoded mask.
     ``images [B,C,H,W]``; ``out`` holds ``log_masks [B,K,1,H,W]``, ``slot_recons``, ``recon``.
     """
     n = min(max_images, images.shape[0])
     k = out.num_slots
     masks = out.log_masks.exp()
     labels = out.predicted_labels()
+    decoded = out.extras.get("recon_log_masks")
+    rows_per_image = 1 if decoded is None else 2
     cols = 3 + 2 * k
-    fig, axes = plt.subplots(n, cols, figsize=(1.3 * cols, 1.4 * n + 0.3), squeeze=False)
+    fig, axes = plt.subplots(n * rows_per_image, cols, figsize=(1.3 * cols, 1.4 * n * rows_per_image + 0.3),
+                             squeeze=False)
     for i in range(n):
+        rows = []
         panels = [("input", _to_rgb(images[i])), ("recon", _to_rgb(out.recon[i])),
                   ("segmentation", label_colours(labels[i]))]
         for s in range(k):
@@ -51,12 +58,28 @@ def decomposition_figure(images: torch.Tensor, out: ModelOutput, max_images: int
         for s in range(k):
             masked = masks[i, s] * out.slot_recons[i, s] + (1 - masks[i, s])
             panels.append((f"masked {s}", _to_rgb(masked)))
-        for ax, (title, img) in zip(axes[i], panels):
-            ax.imshow(img, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(title, fontsize=7)
+        rows.append(panels)
+        if decoded is not None:
+            dec = decoded[i].exp()  # [K,1,H,W]
+            generative = (dec * out.slot_recons[i]).sum(0)
+            panels = [None, ("generative recon", _to_rgb(generative)),
+                      ("decoded segm.", label_colours(dec.argmax(0)[0]))]
+            for s in range(k):
+                panels.append((f"decoded mask {s}", _to_rgb(dec[s])))
+            for s in range(k):
+                panels.append((f"x_{s} * decoded {s}", _to_rgb(dec[s] * out.slot_recons[i, s] + 1 - dec[s])))
+            rows.append(panels)
+        for r, panels in enumerate(rows):
+            for ax, panel in zip(axes[i * rows_per_image + r], panels):
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if panel is None:
+                    ax.axis("off")
+                    continue
+                title, img = panel
+                ax.imshow(img, interpolation="nearest")
+                if i == 0:
+                    ax.set_title(title, fontsize=7 if r == 0 else 6)
     fig.tight_layout(pad=0.2)
     return fig
 
@@ -89,7 +112,10 @@ def boxes_figure(images: torch.Tensor, out: ModelOutput, boxes: torch.Tensor, ma
     return fig
 
 
-def curve_figure(history: list[dict], keys: tuple[str, ...] = ("fg_ari", "ari", "msc", "count_accuracy")) -> Figure:
+CURVE_KEYS = ("fg_ari", "ari", "msc", "decoded_fg_ari", "decoded_msc", "count_accuracy")
+
+
+def curve_figure(history: list[dict], keys: tuple[str, ...] = CURVE_KEYS) -> Figure:
     """Validation metrics against training wall-clock minutes (from ``history.jsonl`` rows)."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     minutes = [row["seconds"] / 60 for row in history]

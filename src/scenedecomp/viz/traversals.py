@@ -1,14 +1,25 @@
-"""Latent traversals and the component-VAE figure (thesis Figures 5.4-5.6).
+"""Latent traversals, slot swaps and the component-VAE figure (thesis Figures 5.4-5.6).
 
 MONet (and MONet-RN50/RN50*): for one image and one slot ``k``, every row is one latent dimension ``d``;
-the columns set ``z_k[d] = mu_k[d] + t * sigma`` for ``t`` in ``-span..+span`` (default 7 steps over
-``-3..+3``) and keep every other latent at its posterior mean. ``sigma`` is 1, the prior's standard
-deviation (``sigma="prior"``, default: a used dimension's posterior std is often ~0.05, so +-3 posterior
-stds barely move the decoder), or the slot's own posterior std (``sigma="posterior"``). Each cell shows
-the slot's decoded component times its decoded mask (on white) and the recomposed scene
-``sum_j softmax(mask logits)_j * x_j`` from all slots' decoded components and masks, so changes of
-shape and position are visible, not only of colour. Rows are all dimensions, or the top ``N`` by the
-slot's ``KL(q(z_k[d]) || N(0,1))``, sorted by KL.
+the columns sweep ``z_k[d]`` over ``steps`` values and keep every other latent at its posterior mean. The
+sweep (``sigma``) is
+
+- ``"data"``: from ``value_range[d][0]`` to ``value_range[d][1]``, the range the dimension takes over a
+  test set (``write_traversals`` uses the 2nd to 98th percentile of the posterior means of every slot of 64
+  test images): the values the model actually uses for real objects;
+- ``"prior"``: ``mu_k[d] + t`` for ``t`` in ``-span..+span`` (the prior's standard deviation is 1);
+- ``"posterior"``: ``mu_k[d] + t * sigma_k[d]`` with the slot's own posterior standard deviation (a used
+  dimension's is often ~0.05, so this barely moves the decoder).
+
+Each cell shows the slot's decoded component times its decoded mask (on white) and the recomposed scene
+``sum_j softmax(mask logits)_j * x_j`` from all slots' decoded components and masks, so changes of shape
+and position are visible, not only of colour. Rows are all dimensions, or the top ``N``, ranked by how much
+they move the slot's decoded mask over the sweep (:func:`mask_movement`).
+
+:func:`choose_traversal` picks, among candidate images and their foreground slots, the pair whose
+dimensions move the decoded mask most, so the default figure shows an object that moves. :func:`swap_slots`
+decodes scenes in which one slot's latent is replaced by a slot latent of another image (the object-level
+edit: the object of image B appears in scene A).
 
 AIR: the rows traverse ``z_what`` of one step (``slot = step + 1``) and show the decoded glimpse (colour
 times alpha on white; additive AIR: the patch), with ``sigma = 1`` (the prior; AIR does not report its
@@ -49,25 +60,81 @@ def _is_air(model) -> bool:
     return hasattr(model, "what_dim") and hasattr(model, "decode") and not hasattr(model, "component")
 
 
+def _sweep(mu: torch.Tensor, logvar: torch.Tensor, sigma: str, steps: int, span: float,
+           value_range: torch.Tensor | None) -> torch.Tensor:
+    """``[D,S]`` the values each dimension of one slot takes across the columns."""
+    t = torch.linspace(-span, span, steps)
+    if sigma == "data":
+        if value_range is None:
+            raise ValueError("sigma='data' needs value_range [D,2] (the latents' range over a data set)")
+        lo, hi = value_range[:, 0:1].to(mu), value_range[:, 1:2].to(mu)
+        return lo + (hi - lo) * torch.linspace(0, 1, steps).to(mu)[None]
+    scale = torch.ones_like(mu) if sigma == "prior" else (0.5 * logvar).exp()
+    return mu[:, None] + t.to(mu)[None] * scale[:, None]
+
+
+def _decode_scenes(model, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z [N,K,D]`` -> ``(means [N,K,C,H,W], decoded masks [N,K,1,H,W])`` (softmax over the K slots)."""
+    n, k, d = z.shape
+    means, logits = model.component.decode(z.reshape(n * k, d))
+    means = means.view(n, k, *means.shape[1:])
+    return means, F.softmax(logits.view(n, k, *logits.shape[1:]), dim=1)
+
+
+@torch.no_grad()
+def mask_movement(model, latents: torch.Tensor, slot: int, values: torch.Tensor) -> torch.Tensor:
+    """``[D]``: for each dimension of ``slot``, the mean absolute change of the slot's decoded mask between
+    the two ends of its sweep ``values [D,S]`` (``latents [K,D]`` posterior means; the others held)."""
+    d = latents.shape[1]
+    z = latents[None, None].repeat(d, 2, 1, 1)  # [D,2,K,D]
+    for dim in range(d):
+        z[dim, 0, slot, dim], z[dim, 1, slot, dim] = values[dim, 0], values[dim, -1]
+    _, masks = _decode_scenes(model, z.reshape(d * 2, *latents.shape))
+    masks = masks.view(d, 2, *masks.shape[1:])[:, :, slot]
+    return (masks[:, 0] - masks[:, 1]).abs().flatten(1).mean(1)
+
+
+@torch.no_grad()
+def choose_traversal(model, images: torch.Tensor, num_slots: int | None = None, sigma: str = "data",
+                     value_range: torch.Tensor | None = None, steps: int = 7, span: float = 3.0,
+                     top: int = 3) -> tuple[int, int]:
+    """``(image index, slot)`` among ``images [N,C,H,W]`` and their foreground slots (1..K-1) whose ``top``
+    dimensions move the decoded mask most over the sweep (the sum of their :func:`mask_movement`)."""
+    model.eval()
+    out = model(images, num_slots)
+    logvar = out.extras.get("latent_logvar")
+    if logvar is None or not hasattr(model, "component"):
+        return 0, largest_foreground_slot(out)
+    best, choice = -1.0, (0, largest_foreground_slot(out))
+    for i in range(images.shape[0]):
+        for slot in range(1, out.num_slots):
+            values = _sweep(out.latents[i, slot], logvar[i, slot], sigma, steps, span, value_range)
+            score = float(mask_movement(model, out.latents[i], slot, values).topk(
+                min(top, values.shape[0])).values.sum())
+            if score > best:
+                best, choice = score, (i, slot)
+    return choice
+
+
 @torch.no_grad()
 def traverse(model, image: torch.Tensor, slot: int | None = None, top: int | None = None, steps: int = 7,
-             span: float = 3.0, sigma: str = "prior", num_slots: int | None = None) -> dict:
-    """Decode the traversal of one slot of ``image [C,H,W]``.
+             span: float = 3.0, sigma: str = "prior", num_slots: int | None = None,
+             value_range: torch.Tensor | None = None) -> dict:
+    """Decode the traversal of one slot of ``image [C,H,W]`` (see the module docstring for ``sigma``).
 
-    Returns ``{"values" [S], "dims" [R], "kl" [R] or None, "slot", "component" [R,S,C,H,W],
-    "scene" [R,S,C,H,W] or None, "model": "monet"|"air", "sigma"}``.
+    Returns ``{"values" [R,S], "dims" [R], "movement" [R] (MONet) or None, "kl" [R] or None, "slot",
+    "component" [R,S,C,H,W], "scene" [R,S,C,H,W] or None, "model": "monet"|"air", "sigma"}``.
     """
-    if sigma not in ("prior", "posterior"):
-        raise ValueError(f"sigma must be 'prior' or 'posterior', got {sigma!r}")
+    if sigma not in ("prior", "posterior", "data"):
+        raise ValueError(f"sigma must be 'prior', 'posterior' or 'data', got {sigma!r}")
     model.eval()
     out = model(image[None], num_slots)
     k = out.num_slots
     slot = largest_foreground_slot(out) if slot is None else int(slot)
     if not 0 <= slot < k:
         raise ValueError(f"slot {slot} does not exist (K={k})")
-    t = torch.linspace(-span, span, steps)
     if _is_air(model):
-        return _traverse_air(model, out, slot, top, t)
+        return _traverse_air(model, out, slot, top, torch.linspace(-span, span, steps))
     mu = out.latents[0]  # [K,D]
     logvar = out.extras.get("latent_logvar")
     if logvar is None:
@@ -75,22 +142,44 @@ def traverse(model, image: torch.Tensor, slot: int | None = None, top: int | Non
     logvar = logvar[0]
     d = mu.shape[1]
     kl = 0.5 * (mu[slot] ** 2 + logvar[slot].exp() - 1 - logvar[slot])  # [D]
-    dims = torch.argsort(kl, descending=True)
+    values = _sweep(mu[slot], logvar[slot], sigma, steps, span, value_range)  # [D,S]
+    movement = mask_movement(model, mu, slot, values)
+    dims = torch.argsort(movement, descending=True)
     if top is not None:
         dims = dims[: max(1, min(int(top), d))]
-    scale = torch.ones(d) if sigma == "prior" else (0.5 * logvar[slot]).exp()
     r, s = len(dims), steps
     z = mu[None, None].repeat(r, s, 1, 1)  # [R,S,K,D]
     for i, dim in enumerate(dims.tolist()):
-        z[i, :, slot, dim] = mu[slot, dim] + t * scale[dim]
-    means, logits = model.component.decode(z.reshape(r * s * k, d))
-    c, h, w = means.shape[1:]
-    means = means.view(r, s, k, c, h, w)
-    masks = F.softmax(logits.view(r, s, k, 1, h, w), dim=2)
+        z[i, :, slot, dim] = values[dim]
+    means, masks = _decode_scenes(model, z.reshape(r * s, k, d))
+    means, masks = means.view(r, s, *means.shape[1:]), masks.view(r, s, *masks.shape[1:])
     component = masks[:, :, slot] * means[:, :, slot] + (1 - masks[:, :, slot])
     scene = (masks * means).sum(2)
-    return {"values": t, "dims": dims, "kl": kl[dims], "slot": slot, "component": component.clamp(0, 1),
-            "scene": scene.clamp(0, 1), "model": "monet", "sigma": sigma, "image": image, "recon": out.recon[0]}
+    offsets = None if sigma == "data" else torch.linspace(-span, span, steps)
+    return {"values": values[dims], "offsets": offsets, "dims": dims, "kl": kl[dims], "movement": movement[dims],
+            "slot": slot,
+            "component": component.clamp(0, 1), "scene": scene.clamp(0, 1), "model": "monet", "sigma": sigma,
+            "image": image, "recon": out.recon[0]}
+
+
+@torch.no_grad()
+def swap_slots(model, images: torch.Tensor, target: tuple[int, int], source: tuple[int, int],
+               num_slots: int | None = None) -> dict:
+    """Decode scene ``target[0]`` with its slot ``target[1]``'s latent replaced by slot ``source[1]`` of image
+    ``source[0]`` (both from ``images [N,C,H,W]``), and the reverse swap.
+
+    Returns ``{"generative" [N,C,H,W] (every image decoded from its own latents), "swapped" [2,C,H,W]
+    (target with the source's object, source with the target's)}``.
+    """
+    model.eval()
+    out = model(images, num_slots)
+    means, masks = _decode_scenes(model, out.latents)
+    generative = (masks * means).sum(1)
+    (ti, tk), (si, sk) = target, source
+    z = torch.stack([out.latents[ti].clone(), out.latents[si].clone()])
+    z[0, tk], z[1, sk] = out.latents[si, sk], out.latents[ti, tk]
+    means, masks = _decode_scenes(model, z)
+    return {"generative": generative.clamp(0, 1), "swapped": (masks * means).sum(1).clamp(0, 1)}
 
 
 def _traverse_air(model, out: ModelOutput, slot: int, top: int | None, t: torch.Tensor) -> dict:
@@ -111,7 +200,8 @@ def _traverse_air(model, out: ModelOutput, slot: int, top: int | None, t: torch.
     else:
         glimpse = alpha * colour + (1 - alpha)
     glimpse = glimpse.view(r, s, *glimpse.shape[1:])
-    return {"values": t, "dims": dims, "kl": None, "slot": slot, "component": glimpse.clamp(0, 1), "scene": None,
+    return {"values": mu[dims, None] + t[None], "offsets": t, "dims": dims, "kl": None, "movement": None,
+            "slot": slot, "component": glimpse.clamp(0, 1), "scene": None,
             "model": "air", "sigma": "prior", "image": None, "recon": out.recon[0]}
 
 
@@ -125,19 +215,25 @@ def traversal_figure(data: dict, title: str = "") -> Figure:
         blocks.append(("recomposed scene", scene))
     cols = s * len(blocks) + (len(blocks) - 1)
     fig, axes = plt.subplots(r, cols, figsize=(0.62 * cols + 0.9, 0.62 * r + 0.9), squeeze=False)
-    values = data["values"].tolist()
+    offsets = data.get("offsets")
     for i in range(r):
         for b, (name, tensor) in enumerate(blocks):
             for j in range(s):
                 ax = axes[i, b * (s + 1) + j]
                 ax.imshow(_to_rgb(tensor[i, j]), interpolation="nearest")
                 if i == 0:
-                    ax.set_title(f"{values[j]:+.0f}" if float(values[j]).is_integer() else f"{values[j]:+.1f}",
-                                 fontsize=6)
+                    if offsets is not None:
+                        value = float(offsets[j])
+                        ax.set_title(f"{value:+.0f}" if value.is_integer() else f"{value:+.1f}", fontsize=6)
+                    elif j in (0, s - 1):
+                        ax.set_title("low" if j == 0 else "high", fontsize=6)
                 if i == 0 and j == s // 2:
                     ax.text(0.5, 1.9, name, transform=ax.transAxes, ha="center", fontsize=7)
         label = f"z{int(data['dims'][i])}"
-        if data["kl"] is not None:
+        if data.get("movement") is not None:
+            lo, hi = float(data["values"][i, 0]), float(data["values"][i, -1])
+            label += f"\n{lo:+.1f}..{hi:+.1f}\nmoves {float(data['movement'][i]):.3f}"
+        elif data["kl"] is not None:
             label += f"\nKL {float(data['kl'][i]):.2f}"
         axes[i, 0].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
     for ax in axes.flat:
@@ -148,10 +244,32 @@ def traversal_figure(data: dict, title: str = "") -> Figure:
     if len(blocks) > 1:
         for i in range(r):
             axes[i, s].axis("off")
-    unit = "sigma = 1 (prior std)" if data["sigma"] == "prior" else "sigma = posterior std"
-    fig.suptitle((title + ": " if title else "") + f"slot {data['slot']} traversal, mean -3..+3 sigma, {unit}",
+    sweep = {"data": "each dimension over its range on test images (2nd-98th percentile)",
+             "prior": "posterior mean -3..+3 prior std", "posterior": "posterior mean -3..+3 posterior std"}
+    fig.suptitle((title + ": " if title else "") + f"slot {data['slot']} traversal, {sweep[data['sigma']]}",
                  fontsize=8)
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.96))
+    return fig
+
+
+def swap_figure(images: torch.Tensor, swaps: list[tuple[tuple[int, int], tuple[int, int], dict]],
+                title: str = "") -> Figure:
+    """One row per swap ``(target, source, swap_slots result)``: image A, A decoded from its latents, image B,
+    B decoded, A with B's object (A's slot latent replaced by B's), B with A's object."""
+    fig, axes = plt.subplots(len(swaps), 6, figsize=(7.2, 1.3 * len(swaps) + 0.5), squeeze=False)
+    for row, ((ti, tk), (si, sk), data) in enumerate(swaps):
+        panels = [(f"A (image {ti})", images[ti]), ("A decoded", data["generative"][ti]),
+                  (f"B (image {si})", images[si]), ("B decoded", data["generative"][si]),
+                  (f"A, slot {tk} <- B slot {sk}", data["swapped"][0]),
+                  (f"B, slot {sk} <- A slot {tk}", data["swapped"][1])]
+        for ax, (name, picture) in zip(axes[row], panels):
+            ax.imshow(_to_rgb(picture), interpolation="nearest")
+            ax.set_title(name, fontsize=6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle((title + ": " if title else "") + "scenes decoded from latents, one slot swapped between images",
+                 fontsize=8)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.95))
     return fig
 
 
@@ -191,4 +309,5 @@ def component_figure(model, images: torch.Tensor, num_slots: int | None = None, 
     return fig
 
 
-__all__ = ["component_figure", "largest_foreground_slot", "traversal_figure", "traverse"]
+__all__ = ["choose_traversal", "component_figure", "largest_foreground_slot", "mask_movement", "swap_figure",
+           "swap_slots", "traversal_figure", "traverse"]
