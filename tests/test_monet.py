@@ -240,6 +240,24 @@ def test_detached_mask_input_leaves_the_attention_only_the_direct_gradient():
     assert all(g.abs().sum() > 0 for g in got)
 
 
+def test_geco_mask_kl_weighs_the_mask_kl_with_lambda():
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    model = tiny_monet(extra=["model.loss.geco_mse_target=1e-4", "model.loss.geco_rate=0.5",
+                              "model.loss.geco_max_weight=4", "model.loss.geco_mask_kl=true",
+                              "model.loss.gamma=2"]).train()
+    for _ in range(3):
+        out = model(images)
+        weight, terms = out.loss_terms["geco_lambda"], out.loss_terms
+        torch.testing.assert_close(out.loss, weight * terms["nll"] + 0.5 * terms["kl_z"]
+                                   + 2 * weight * terms["kl_mask"])
+    assert weight.item() > 1  # the mask KL's weight did grow with lambda
+    model.eval()
+    with torch.no_grad():  # evaluation reports the unweighted loss
+        out = model(images)
+    torch.testing.assert_close(out.loss, out.loss_terms["nll"] + 0.5 * out.loss_terms["kl_z"]
+                               + 2 * out.loss_terms["kl_mask"])
+
+
 def test_geco_settings_are_validated():
     from scenedecomp.training.config import ConfigError
 
