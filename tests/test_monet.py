@@ -258,6 +258,26 @@ def test_geco_mask_kl_weighs_the_mask_kl_with_lambda():
                                + 2 * out.loss_terms["kl_mask"])
 
 
+def test_gamma_decoder_weighs_the_component_vae_only():
+    """gamma_decoder changes the component VAE's gradient from the mask KL, not the attention's."""
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    grads, terms = {}, {}
+    for name, extra in (("paper", []), ("decoder", ["model.loss.gamma_decoder=20"])):
+        model = tiny_monet(extra=["model.component.detach_mask_input=true", *extra]).train()
+        torch.manual_seed(1)
+        out = model(images)
+        out.loss.backward()
+        terms[name] = out.loss_terms
+        grads[name] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        if name == "decoder":
+            t = out.loss_terms
+            torch.testing.assert_close(out.loss, t["nll"] + 0.5 * t["kl_z"] + 20 * t["kl_mask"])
+    same = {n: torch.allclose(g, grads["decoder"][n], atol=1e-6, rtol=1e-5) for n, g in grads["paper"].items()}
+    assert all(v for n, v in same.items() if n.startswith("attention.")), same  # the attention's is the paper's
+    # the VAE's differs (but for the last layer's bias: a mask-logit offset shared by all slots has no gradient)
+    assert not any(v for n, v in same.items() if n.startswith("component.") and n != "component.decoder.rest.7.bias")
+
+
 def test_geco_settings_are_validated():
     from scenedecomp.training.config import ConfigError
 

@@ -73,8 +73,11 @@ class LossConfig:
     # lower bound of lambda (None: 1 / geco_max_weight); 1.0 hands the loss back to the paper's balance once
     # the target is met instead of weighting the KL terms up
     geco_min_weight: float | None = None
-    # GECO's lambda also weights gamma * KL(masks), the component VAE's reconstruction of the attention
-    # masks, so that the masks keep their weight against the image likelihood (only KL(z) is traded off)
+    # the weight of KL(masks || decoded masks) for the component VAE (not in the paper; None: gamma). The
+    # attention keeps gamma: the extra weight reaches the encoder and decoder only (the masks are detached in it)
+    gamma_decoder: float | None = None
+    # GECO's lambda also multiplies the component VAE's mask weight (gamma_decoder, or gamma), so that the
+    # decoded masks keep their weight against the image likelihood as lambda grows
     geco_mask_kl: bool = False
 
 
@@ -236,8 +239,14 @@ class MONet(nn.Module):
         if loss_cfg.geco_mse_target is not None and self.training:
             nll_weight = self._geco_update((recon.detach() - image).pow(2).mean())
             terms["geco_lambda"] = nll_weight
-        mask_weight = loss_cfg.gamma * (nll_weight if loss_cfg.geco_mask_kl else 1.0)
-        per_image = nll_weight * nll + beta * kl_z + mask_weight * kl_m
+        per_image = nll_weight * nll + beta * kl_z + loss_cfg.gamma * kl_m
+        if self.training:
+            decoder_weight = loss_cfg.gamma if loss_cfg.gamma_decoder is None else loss_cfg.gamma_decoder
+            if loss_cfg.geco_mask_kl:
+                decoder_weight = decoder_weight * nll_weight
+            if not (isinstance(decoder_weight, float) and decoder_weight == loss_cfg.gamma):
+                # the component VAE's mask reconstruction at decoder_weight; the attention's gradient stays gamma
+                per_image = per_image + (decoder_weight - loss_cfg.gamma) * mask_kl(log_masks.detach(), mask_logits)
 
         return ModelOutput(
             loss=per_image.mean(),
