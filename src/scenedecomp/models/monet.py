@@ -22,6 +22,15 @@ a moving average of the batch reconstruction MSE. While reconstructions are wors
 NLL weighs more (as if sigma were ``sigma / sqrt(lambda)``); once they meet it the KL terms weigh more.
 ``lambda`` and ``mse_ema`` are buffers, so they are checkpointed and resumed; evaluation reports the unweighted loss.
 
+``loss.gamma_decoder`` (not in the paper; off by default) sets the weight of the mask KL for the component
+VAE alone: the training loss gains ``(gamma_decoder - gamma) * KL(sg(m) || softmax(mask_logits))`` with the
+attention masks detached (``sg``), so the attention's gradient is the paper's ``gamma`` while the encoder and
+decoder learn to decode the masks at ``gamma_decoder``; with ``loss.geco_mask_kl`` that weight is also
+multiplied by GECO's ``lambda``. The image likelihood weighs ~50 per squared unit of error per pixel and
+channel (``1 / 2 sigma^2``), the mask KL at most a few nats per pixel, and the decoder and the latent are
+shared by both: at ``gamma = 0.5`` (and more so at a GECO ``lambda`` of 64) the decoded masks stay near
+each slot's average area and the latent carries colour only.
+
 Likelihood choice (``loss.likelihood``):
 
 - ``per_pixel`` (default): one mixture per pixel over the RGB vector; each component's channel
