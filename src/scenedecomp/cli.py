@@ -63,6 +63,9 @@ def _cmd_evaluate(args) -> int:
                   f"C {d['dci_completeness']:.3f}, I {d['dci_informativeness']:.3f}; MIG {d['mig']:.3f}; "
                   f"probe R2/acc linear {d['informativeness_linear']:.3f}, MLP {d['informativeness_mlp']:.3f}; "
                   f"figure {d['figure']}")
+            mlp = d.get("informativeness", {}).get("mlp", {})
+            print("MLP probe per factor (R2; accuracy for categorical): "
+                  + ", ".join(f"{name} {value:.3f}" for name, value in mlp.items()))
     return 0
 
 
