@@ -28,10 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from .errors import BadRun
+
 METRIC_COLUMNS = ("num_images", "num_slots", "ari", "fg_ari", "msc", "sc", "mse", "count_accuracy")
 
 
-class ReportError(ValueError):
+class ReportError(BadRun, ValueError):
     """The run directory cannot be reported on (one-line message)."""
 
 
