@@ -89,3 +89,21 @@ def load_module(ckpt: Path, cfg: RunConfig) -> SceneDecompModule:
         raise RunError(f"{ckpt}: checkpoint does not match the config ({'; '.join(problems[:3])})")
     module.eval()
     return module
+
+
+def inference_slots(module: SceneDecompModule, num_slots: int | None) -> int | None:
+    """The one rule for K at inference: ``None`` keeps the run's own K; otherwise ``2 <= K <= MAX_SLOTS`` and,
+    for a one-pass attention network (RN50/RN50*), the K it was trained with. Returns ``num_slots`` or raises
+    :class:`~scenedecomp.errors.BadInput` / :class:`~scenedecomp.errors.ResourceLimit` with one line."""
+    from ..errors import BadInput
+    from ..safeio import MAX_SLOTS, check_bound
+
+    if num_slots is None:
+        return None
+    check_bound("K at inference (num_slots)", int(num_slots), 2, MAX_SLOTS)
+    attention = getattr(module.model, "attention", None)  # AIR and slot models have none: any K
+    trained = module.cfg.model.num_slots
+    if attention is not None and getattr(attention, "recurrent", True) is False and num_slots != trained:
+        raise BadInput(f"K at inference (num_slots) {num_slots}: this attention network was trained with a "
+                       f"fixed K={trained}")
+    return int(num_slots)

@@ -20,12 +20,13 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
     """
     from ..viz.figures import save_figure
     from ..viz.traversals import component_figure, traversal_figure, traverse
-    from .checkpoint import find_run, load_module
+    from .checkpoint import find_run, inference_slots, load_module
     from .loaders import open_split
     from .run_dir import RunError
 
     run_dir, ckpt, cfg = find_run(path)
     module = load_module(ckpt, cfg)
+    num_slots = inference_slots(module, num_slots)
     model = module.model
     if str(image).lstrip("-").isdigit():
         dataset = open_split(cfg, split)
@@ -35,12 +36,14 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
                            f"(0..{len(dataset) - 1})")
         picture, label = dataset[index]["image"], f"{split}{index}"
     else:
+        from PIL import Image
+
         from ..decomposition import _model_geometry, read_image
 
         file = Path(image)
         try:
             picture = read_image(file, *_model_geometry(module)).image
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise RunError(f"--image {file}: not a readable image ({str(err).splitlines()[0][:120]})") from None
         label = file.stem
     if top is not None and top < 1:
