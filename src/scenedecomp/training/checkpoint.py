@@ -29,6 +29,8 @@ def find_run(path: str | os.PathLike) -> tuple[Path, Path, RunConfig]:
     elif path.is_file():
         ckpt = path
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    elif path.exists():
+        raise RunError(f"{path}: not a regular file; give a run directory or a .ckpt file")
     else:
         raise RunError(f"{path}: no such run directory or checkpoint")
     state = read_checkpoint(ckpt)
@@ -55,6 +57,14 @@ def read_checkpoint(ckpt: Path) -> dict:
 
     Anything that is not a readable dict of tensors and plain values is refused with one line.
     """
+    try:
+        with open(ckpt, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as err:
+        raise RunError(f"{ckpt}: cannot read the checkpoint ({err.strerror or err})") from None
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        what = "an empty file" if not magic else "not a PyTorch checkpoint (no zip archive)"
+        raise RunError(f"{ckpt}: not a readable checkpoint ({what})")
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # UnpicklingError for crafted pickles, RuntimeError for other bytes
