@@ -299,7 +299,7 @@ def convert(dataset: str, src: str | os.PathLike, out_dir: str | os.PathLike, *,
     if limit is not None and limit < 1:
         raise DatasetError(f"limit must be positive, got {limit}")
     fractions = tuple(float(v) for v in (splits if splits is not None else schema.default_splits))
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+    if len(fractions) != 3 or not all(0 <= v <= 1 for v in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise DatasetError(f"splits must be three non-negative fractions summing to 1, got {fractions}")
     prep = _resolve_prep(schema, crop, center_crop, image_size, antialias, max_objects)
 
