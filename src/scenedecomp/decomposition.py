@@ -376,9 +376,9 @@ def decompose(images, run, *, num_slots: int | None = None, batch_size: int = 64
                 print(message, file=sys.stderr, flush=True)
     check_bound("batch size", batch_size, 1, MAX_BATCH_SIZE)
     device = _check_device(device)
+    if out_dir is not None:
+        _check_out_against_inputs(Path(out_dir).expanduser(), images)
     out = prepare_out_dir(out_dir) if out_dir is not None else None
-    if out is not None:
-        _check_out_against_inputs(out, images)
     module = _load(run)
     _check_num_slots(module, num_slots)
     module = module.to(device)
@@ -614,8 +614,8 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
 def _check_out_against_inputs(out: Path, images) -> None:
     """The output folder may not be, or hold, an input (it is replaced as a whole); inputs inside it are
     never read (a command does not read its own outputs)."""
-    if not isinstance(images, str | os.PathLike | list | tuple):
-        return
+    if not isinstance(images, str | os.PathLike | list | tuple) or (out.exists() and not out.is_dir()):
+        return  # (an --out that is a file is refused by prepare_out_dir)
     for item in [images] if isinstance(images, str | os.PathLike) else images:
         if not isinstance(item, str | os.PathLike):
             continue
@@ -668,7 +668,7 @@ def add_decompose_parser(subparsers) -> None:
 def _cmd_decompose(args) -> int:
     start = time.perf_counter()
     try:
-        out = prepare_out_dir(args.out)
+        out = Path(args.out).expanduser()
         result = decompose(args.inputs, args.run, num_slots=args.num_slots, batch_size=args.batch_size,
                            progress=not args.quiet, out_dir=out, device=args.device)
     except DecomposeError as err:

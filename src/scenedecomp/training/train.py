@@ -154,8 +154,8 @@ def prepare_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> Path:
         raise RunError(f"{run_dir}: run directory already exists; pass --overwrite, --resume, or another name=")
     if resume and not (run_dir / "checkpoints" / "last.ckpt").is_file():
         raise RunError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
-    if resume:  # refuse a crafted or foreign checkpoint before Lightning unpickles it
-        read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    if resume:  # refuse a crafted or foreign checkpoint before Lightning unpickles it, and another model
+        _check_resume_config(cfg, run_dir, read_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
     if exists and overwrite and not resume and not (run_dir / RUN_MARKER).is_file():
         raise RunError(f"{run_dir}: refusing to overwrite a directory that is not a scenedecomp run "
                        f"(no {RUN_MARKER} marker file)")
@@ -270,6 +270,43 @@ def _restore_signal(handler) -> None:
     """Lightning ignores SIGINT after an interrupt and never restores it; put back the handler from before."""
     with contextlib.suppress(ValueError, TypeError):
         signal.signal(signal.SIGINT, handler if handler is not None else signal.default_int_handler)
+
+
+def _check_resume_config(cfg: RunConfig, run_dir: Path, state: dict) -> None:
+    """``--resume`` continues the same model: its settings and image size must be the checkpoint's."""
+    from dataclasses import asdict
+
+    from .checkpoint import _config_from_dict
+
+    stored = (state.get("hyper_parameters") or {}).get("config")
+    if not isinstance(stored, dict):
+        raise RunError(f"{run_dir}: cannot resume: the checkpoint holds no scenedecomp config")
+    try:
+        trained = _config_from_dict(stored)
+    except Exception as err:  # noqa: BLE001 - ConfigError, OmegaConf errors: a damaged stored config
+        raise RunError(f"{run_dir}: cannot resume: the checkpoint's config is unreadable "
+                       f"({str(err).splitlines()[0][:160]})") from None
+    now, then = _flat(asdict(cfg.model), "model."), _flat(asdict(trained.model), "model.")
+    changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+    size = (state.get("hyper_parameters") or {}).get("image_size", trained.data.image_size)
+    if cfg.data.image_size != size:
+        changed.insert(0, "data.image_size")
+        now["data.image_size"], then["data.image_size"] = cfg.data.image_size, size
+    if changed:
+        key = changed[0]
+        raise RunError(f"{run_dir}: cannot resume: the config changes {key} ({then.get(key)} in the checkpoint, "
+                       f"{now.get(key)} now)" + (f" and {len(changed) - 1} more setting(s)" if len(changed) > 1
+                                                  else "") + "; resume with the run's own settings")
+
+
+def _flat(tree: dict, prefix: str) -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value)
+    return out
 
 
 def _check_resume(run_dir: Path, module) -> None:
