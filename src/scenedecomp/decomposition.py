@@ -411,7 +411,18 @@ def _decompose(images, module, staging, num_slots, batch_size, progress, log, ch
 
         bar = tqdm(desc="decompose", unit="img", leave=False, file=sys.stderr)
     announced = False
-    for batch in _batches(_iter_inputs(images, channels, size, skipped, log, out), batch_size):
+    pending: list[str] = []  # skip notices before the first readable image: dropped if none is readable
+
+    def report(message: str) -> None:  # (the one error line then names the first unreadable file)
+        if parts:
+            log(message)
+        else:
+            pending.append(message)
+
+    for batch in _batches(_iter_inputs(images, channels, size, skipped, report, out), batch_size):
+        for message in pending:
+            log(message)
+        pending.clear()
         for item in batch:
             if item.resized:
                 notes["resized"] += 1
