@@ -134,7 +134,8 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
         p.add_argument("--split", default="test", choices=("train", "val", "test", *OOD_SPLITS),
                        help="a split, or an out-of-distribution test split of multi_sprites: " + "; ".join(
                            f"{name}: {what}" for name, what in OOD_SPLITS.items()))
-    p.add_argument("--num-slots", type=int, default=None, help="K at inference (recurrent attention only)")
+    p.add_argument("--num-slots", type=int, default=None, help=(
+        "K at inference (MONet's recurrent attention and AIR; a one-pass ResNet attention keeps its trained K)"))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--out", default=None, help="write the metrics JSON here instead")
     p.add_argument("--json", action="store_true", help="print the full metrics JSON")

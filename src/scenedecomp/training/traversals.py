@@ -45,7 +45,9 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
             picture = read_image(file, *_model_geometry(module)).image
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise RunError(f"--image {file}: not a readable image ({str(err).splitlines()[0][:120]})") from None
-        label = file.stem
+        from ..safeio import safe_name
+
+        label = safe_name(file.stem, "image")
     if top is not None and top < 1:
         raise RunError(f"--top must be at least 1, got {top}")
     k = num_slots or module.eval_num_slots
