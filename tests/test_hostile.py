@@ -937,8 +937,10 @@ def test_a_start_without_checkpoint_does_not_block_a_rerun(env, tmp_path, capsys
     assert _ckpt(run).is_file() and not (run / "nonfinite_batch.json").exists()
 
 
-def test_sigint_during_train_saves_a_checkpoint_and_resumes(env, tmp_path):
-    """A real process: Ctrl-C mid-training exits 130 with one line saying how to resume; --resume works."""
+@pytest.mark.parametrize("signame", ["SIGINT", pytest.param("SIGTERM", marks=pytest.mark.slow)])
+def test_interrupted_train_saves_a_checkpoint_and_resumes(env, tmp_path, signame):
+    """A real process: Ctrl-C (or SIGTERM) mid-training exits 130 with one line saying how to resume, and
+    --resume continues from the saved step."""
     import signal
     import time
 
@@ -955,7 +957,7 @@ def test_sigint_during_train_saves_a_checkpoint_and_resumes(env, tmp_path):
         while not (runs / "r" / "tensorboard").exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
         time.sleep(1.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signame))
         _, err = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
@@ -977,3 +979,10 @@ def test_version_answers_without_torch():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False False"
     assert result.stdout.startswith("scenedecomp ")
+
+
+@pytest.mark.parametrize("splits", ["nan,0,1", "2,-1,0", "inf,0,0"])
+def test_convert_bad_splits_leave_no_partial(tmp_path, capsys, splits):
+    src = _tfrecord(tmp_path)
+    out = tmp_path / "out"
+    refused(capsys, [*_convert_args(src, out), "--splits", splits], "splits", absent=[out])
