@@ -22,7 +22,7 @@ from scenedecomp.cli import main
 from scenedecomp.data.convert import convert
 
 # how many mutated inputs of each kind (the total is what the default suite runs)
-COUNTS = {"png": 60, "tfrecord": 45, "hdf5": 30, "yaml": 45, "json": 30, "checkpoint": 30, "report": 20}
+COUNTS = {"png": 40, "tfrecord": 45, "hdf5": 30, "yaml": 45, "json": 30, "checkpoint": 24, "report": 20}
 STRATEGIES = ("flip", "truncate", "random", "splice")
 
 
