@@ -503,3 +503,486 @@ def test_console_script_error_is_one_line(tmp_path):
 
 def test_metrics_json_is_strict(world):
     json.loads((world["run"] / "metrics.json").read_text())
+
+
+# ======================================================================================= round two
+# Outputs stay where they are told, nothing is read without bounds, runs are transactions, images decode as
+# documented, and every failure is one line (exit 2) or, for a bug, one line and a log file (exit 1).
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (symlinks not followed) with its bytes."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_symlink() else b"<link>")
+            for p in sorted(root.rglob("*")) if p.is_file() or p.is_symlink()}
+
+
+def _png16(array: np.ndarray) -> bytes:
+    """A 16-bit PNG (grey ``[H,W]`` or RGB ``[H,W,3]``), written by hand (Pillow cannot write 16-bit RGB)."""
+    h, w = array.shape[:2]
+    kind = 0 if array.ndim == 2 else 2
+    raw = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, kind, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _header_only_png(side: int) -> bytes:
+    """A PNG whose header claims side x side pixels (the pixel data is never reached)."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b""))
+
+
+def _decompose(run, out, *inputs, extra=()):
+    return ["decompose", *inputs, "--run", run, "--out", out, "--quiet", *extra]
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+@pytest.mark.parametrize("stem", ["..", "...", ". ", "a\\b"])
+def test_decompose_output_names_stay_inside_out(env, tmp_path, capsys, stem):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / f"{stem}.png").write_bytes(GOOD_PNG)
+    out = tmp_path / "box" / "out"
+    out.parent.mkdir()
+    assert main(_decompose(env["run"], out, inputs)) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"], "nothing beside --out"
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    assert len(folders) == 1 and folders[0].name not in ("", ".", "..") and (folders[0] / "input.png").is_file()
+    assert not (tmp_path / "box" / "input.png").exists() and not (tmp_path / "input.png").exists()
+
+
+def test_decompose_rerun_replaces_stale_outputs(env, tmp_path, capsys):
+    image = tmp_path / "a.png"
+    image.write_bytes(GOOD_PNG)
+    out = tmp_path / "out"
+    assert main(_decompose(env["run"], out, image, extra=["--num-slots", "5"])) == 0
+    assert (out / "a" / "slot_4.png").is_file()
+    (out / "stale.txt").write_text("from before")
+    assert main(_decompose(env["run"], out, image, extra=["--num-slots", "3"])) == 0
+    assert sorted(p.name for p in (out / "a").glob("slot_*.png")) == ["slot_0.png", "slot_1.png", "slot_2.png"]
+    assert not (out / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no staging folder left"
+
+
+def test_decompose_out_is_the_input_folder(env, tmp_path, capsys):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(GOOD_PNG)
+    before = _tree(folder)
+    refused(capsys, _decompose(env["run"], folder, folder), "holds the input")
+    assert _tree(folder) == before
+
+
+def test_decompose_out_inside_the_input_folder_is_not_read(env, tmp_path, capsys):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(GOOD_PNG)
+    out = folder / "out"
+    assert main(_decompose(env["run"], out, folder)) == 0
+    assert main(_decompose(env["run"], out, folder)) == 0  # the second run must not take the first's PNGs
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["a"]
+
+
+def test_decompose_refuses_a_folder_of_other_files(env, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    image = tmp_path / "a.png"
+    image.write_bytes(GOOD_PNG)
+    refused(capsys, _decompose(env["run"], out, image), "holds other files")
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_interrupted_decompose_leaves_nothing(env, tmp_path, capsys, monkeypatch):
+    import scenedecomp.decomposition as D
+
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.png").write_bytes(_png_bytes(np.full((16, 16, 3), 99, np.uint8)))
+    calls = []
+    real = D._run_batch
+
+    def stop_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(D, "_run_batch", stop_on_second)
+    out = tmp_path / "out"
+    refused(capsys, _decompose(env["run"], out, tmp_path / "a.png", tmp_path / "b.png", extra=["--batch-size", "1"]),
+            "nothing was written", code=130, absent=[out])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".scenedecomp")]
+
+
+def test_report_out_cannot_replace_a_checkpoint(run_copy, capsys):
+    before = _ckpt(run_copy).read_bytes()
+    refused(capsys, ["report", run_copy, "--out", _ckpt(run_copy), "--no-traversals"], "report must be")
+    assert _ckpt(run_copy).read_bytes() == before
+
+
+@pytest.mark.parametrize("target", ["config.yaml", "env.json"])
+def test_report_out_cannot_replace_run_files(run_copy, capsys, target):
+    before = (run_copy / target).read_bytes()
+    refused(capsys, ["report", run_copy, "--out", run_copy / target, "--no-traversals"], "report")
+    assert (run_copy / target).read_bytes() == before
+
+
+def test_evaluate_step_checkpoint_keeps_the_runs_metrics(run_copy, capsys):
+    step = run_copy / "checkpoints" / "step0000001.ckpt"
+    step.write_bytes(_ckpt(run_copy).read_bytes())
+    before = (run_copy / "metrics.json").read_bytes()
+    assert main(["evaluate", step, "--quiet"]) == 0
+    assert (run_copy / "metrics.json").read_bytes() == before
+    own = json.loads((run_copy / "metrics_test_step0000001.json").read_text())
+    assert own["checkpoint"] == str(step) and "train_steps" not in own
+
+
+def test_evaluate_out_onto_a_non_json_file(run_copy, tmp_path, capsys):
+    target = tmp_path / "notes.json"
+    target.write_bytes(b"\x89PNG not json")
+    refused(capsys, ["evaluate", run_copy, "--out", target, "--quiet"], "not a metrics JSON file")
+    assert target.read_bytes() == b"\x89PNG not json"
+
+
+def test_evaluate_out_cannot_replace_the_checkpoint(run_copy, capsys):
+    before = _ckpt(run_copy).read_bytes()
+    refused(capsys, ["evaluate", run_copy, "--out", _ckpt(run_copy), "--quiet"], "must be a .json file")
+    assert _ckpt(run_copy).read_bytes() == before
+
+
+def test_evaluate_disentanglement_refusal_writes_nothing(run_copy, tmp_path, capsys, monkeypatch):
+    import scenedecomp.training.disentangle as D
+
+    def refuse(*args, **kwargs):
+        raise D.DisentanglementError("no per-object factors")
+
+    monkeypatch.setattr(D, "score_split", refuse)
+    out = tmp_path / "m.json"
+    refused(capsys, ["evaluate", run_copy, "--out", out, "--disentanglement", "--quiet"], "no per-object factors",
+            absent=[out])
+
+
+def test_truncated_metrics_json_is_replaced_by_evaluate(run_copy, capsys):
+    (run_copy / "metrics.json").write_text('{"fg_ari": 0.8')
+    assert main(["evaluate", run_copy, "--quiet"]) == 0
+    assert "fg_ari" in json.loads((run_copy / "metrics.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------- bounds
+def test_report_does_not_follow_symlinks(run_copy, tmp_path, capsys):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(_png_bytes(np.full((8, 8, 3), 7, np.uint8)) + b"PRIVATE-KEY-MATERIAL")
+    (run_copy / "figures" / "decomposition_9.png").symlink_to(secret)
+    (run_copy / "figures" / "traversal_0_slot1.png").symlink_to("/dev/zero")
+    out = tmp_path / "r.html"
+    assert main(["report", run_copy, "--out", out, "--no-traversals"]) == 0
+    import base64
+
+    page = out.read_text()
+    assert base64.b64encode(secret.read_bytes()).decode()[:40] not in page
+    assert "left out" in capsys.readouterr().err
+
+
+def test_report_figures_folder_that_is_a_symlink(run_copy, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "decomposition_0.png").write_bytes(_png_bytes(np.full((8, 8, 3), 9, np.uint8)))
+    import shutil
+
+    shutil.rmtree(run_copy / "figures")
+    (run_copy / "figures").symlink_to(elsewhere)
+    out = tmp_path / "r.html"
+    assert main(["report", run_copy, "--out", out, "--no-traversals"]) == 0
+    assert "data:image/png" not in out.read_text().split("Decompositions")[-1][:200]
+
+
+BILLION_LAUGHS = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.parametrize("command", ["report", "evaluate"])
+def test_yaml_alias_bomb_refused(run_copy, tmp_path, capsys, command):
+    assert len(BILLION_LAUGHS) < 600
+    (run_copy / "config.yaml").write_text(BILLION_LAUGHS)
+    args = ["report", run_copy, "--out", tmp_path / "r.html", "--no-traversals"] if command == "report" else \
+        ["evaluate", run_copy, "--out", tmp_path / "m.json", "--quiet"]
+    refused(capsys, args, "YAML", absent=[tmp_path / "r.html", tmp_path / "m.json"])
+
+
+def test_yaml_alias_bomb_as_train_config(tmp_path, capsys):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BILLION_LAUGHS)
+    refused(capsys, ["train", "--config", path, f"out_dir={tmp_path / 'runs'}"], "YAML", absent=[tmp_path / "runs"])
+
+
+def test_report_refuses_python_tags(run_copy, tmp_path, capsys):
+    (run_copy / "config.yaml").write_text("name: !!python/object/apply:os.system ['touch pwned']\n")
+    refused(capsys, ["report", run_copy, "--out", tmp_path / "r.html", "--no-traversals"], "cannot parse YAML",
+            absent=[tmp_path / "r.html"])
+
+
+def test_report_history_rows_that_are_not_objects(run_copy, tmp_path, capsys):
+    (run_copy / "history.jsonl").write_text('[1, 2]\n"text"\n{"step": "x", "fg_ari": 1}\n{"step": 1, "fg_ari": 0.5}\n')
+    (run_copy / "metrics.json").write_text('{"train_steps": "many", "train_seconds": [1], "fg_ari": "high"}')
+    assert main(["report", run_copy, "--out", tmp_path / "r.html", "--no-traversals"]) == 0
+
+
+def test_huge_png_header_capped_in_decompose(env, tmp_path, capsys):
+    (tmp_path / "huge.png").write_bytes(_header_only_png(13000))
+    (tmp_path / "ok.png").write_bytes(GOOD_PNG)
+    assert main(_decompose(env["run"], tmp_path / "out", tmp_path / "huge.png", tmp_path / "ok.png")) == 0
+    err = capsys.readouterr().err
+    assert "MP cap" in err and "huge.png" in err
+    assert not (tmp_path / "out" / "huge").exists()
+
+
+def test_huge_png_as_traversal_image(env, tmp_path, capsys):
+    (tmp_path / "huge.png").write_bytes(_header_only_png(13000))
+    refused(capsys, ["visualize", env["run"], "--out", tmp_path / "f", "--traversals", "--image",
+                     tmp_path / "huge.png"], "MP cap")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.num_slots=1000000", "above the limit"), ("data.image_size=100000", "above the limit"),
+    ("data.batch_size=10000000", "above the limit"), ("optim.lr=nan", "optim.lr"), ("seed=-5", "seed"),
+    ("model.loss.beta=nan", "must be"),
+])
+def test_settings_out_of_bounds(env, tmp_path, capsys, override, message):
+    refused(capsys, train_args(tmp_path, override), message, absent=[tmp_path / "runs"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "-5"], "batch size"), (["--batch-size", "100000"], "above the limit"),
+    (["--num-slots", "1000000"], "above the limit"), (["--num-slots", "0"], "at least 2"),
+])
+def test_evaluate_arguments_out_of_bounds(run_copy, tmp_path, capsys, args, message):
+    refused(capsys, ["evaluate", run_copy, "--out", tmp_path / "m.json", "--quiet", *args], message,
+            absent=[tmp_path / "m.json"])
+
+
+def test_visualize_num_slots_zero_is_refused_like_evaluate(run_copy, tmp_path, capsys):
+    refused(capsys, ["visualize", run_copy, "--out", tmp_path / "f", "--num-slots", "0"], "at least 2",
+            absent=[tmp_path / "f"])
+
+
+def test_benchmark_batch_size_zero(capsys):
+    refused(capsys, ["benchmark", "step", "--batch-size", "0"], "at least 1")
+
+
+def test_benchmark_efficiency_error_on_stderr(tmp_path, capsys):
+    refused(capsys, ["benchmark", "efficiency", "--slots", "3", "--image-size", "48", "--out-dir", tmp_path / "e"],
+            "multiple of 32", absent=[tmp_path / "e"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_decompose_cuda_without_gpu(env, tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(GOOD_PNG)
+    refused(capsys, _decompose(env["run"], tmp_path / "out", tmp_path / "a.png", extra=["--device", "cuda"]),
+            "not available", absent=[tmp_path / "out"])
+
+
+def test_decompose_bad_device_name(env, tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(GOOD_PNG)
+    refused(capsys, _decompose(env["run"], tmp_path / "out", tmp_path / "a.png", extra=["--device", "toaster"]),
+            "not a device name", absent=[tmp_path / "out"])
+
+
+# ----------------------------------------------------------------------------------------------- clear words
+def test_png_given_as_a_run(tmp_path, capsys):
+    (tmp_path / "pic.png").write_bytes(GOOD_PNG)
+    refused(capsys, ["evaluate", tmp_path / "pic.png"], "not a PyTorch checkpoint")
+
+
+def test_dev_null_as_a_run(capsys):
+    refused(capsys, ["evaluate", "/dev/null"], "not a regular file")
+
+
+@pytest.mark.parametrize("config, message", [("dir", "is a directory"), ("/dev/null", "not a regular file"),
+                                             ("missing/conf.yaml", "no such config file")])
+def test_config_that_is_not_a_file(tmp_path, capsys, config, message):
+    path = tmp_path if config == "dir" else (tmp_path / config if config.startswith("missing") else config)
+    refused(capsys, ["train", "--config", path, f"out_dir={tmp_path / 'runs'}"], message, absent=[tmp_path / "runs"])
+
+
+def test_cache_variable_naming_a_file(env, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "cachefile"
+    blocker.write_text("x")
+    monkeypatch.setenv("SCENEDECOMP_CACHE", str(blocker))
+    refused(capsys, train_args(tmp_path, "data.num_train=24"), "is not a directory")
+    assert blocker.read_text() == "x"
+
+
+def test_air_evaluate_with_two_slots(air_run, tmp_path, capsys):
+    """AIR takes any K >= 2 at inference (K - 1 steps), as decompose does: one shared rule, no traceback."""
+    capsys.readouterr()
+    assert main(["evaluate", air_run, "--num-slots", "2", "--out", tmp_path / "m.json", "--quiet"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["num_slots"] == 2
+    refused(capsys, ["evaluate", air_run, "--num-slots", "1000", "--out", tmp_path / "n.json"], "above the limit",
+            absent=[tmp_path / "n.json"])
+
+
+def test_unexpected_error_is_one_line_and_a_log(tmp_path, capsys, monkeypatch):
+    import scenedecomp.training.presets as P
+
+    def broken():
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(P, "list_presets", broken)
+    capsys.readouterr()
+    assert main(["presets"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "internal error" in lines[0] and "ZeroDivisionError" in lines[0]
+    log = Path(lines[0].rsplit(" ", 1)[-1].rstrip(")"))
+    assert "Traceback" in log.read_text() and "a bug" in log.read_text()
+    log.unlink()
+
+
+def test_quiet_silences_python_warnings(run_copy, capsys):
+    import warnings
+
+    import scenedecomp.training.evaluate as E
+
+    real = E.evaluate_module
+
+    def noisy(*args, **kwargs):
+        warnings.warn("a library's warning", UserWarning, stacklevel=1)
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(E, "evaluate_module", noisy)
+        capsys.readouterr()
+        assert main(["evaluate", run_copy, "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- images
+def test_float_tiff_in_unit_range(tmp_path):
+    from scenedecomp.decomposition import read_image
+
+    path = tmp_path / "f.tif"
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(path)
+    image = read_image(path, 3, (8, 8)).image
+    assert torch.allclose(image, torch.full_like(image, 0.5))
+
+
+def test_float_tiff_in_the_image_folder_dataset(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(20):
+        Image.fromarray(np.full((8, 8), 0.25, np.float32)).save(folder / f"{i}.tif")
+    image = open_dataset(folder, "train", image_size=8, extensions=[".tif"])[0]["image"]
+    assert torch.allclose(image, torch.full_like(image, 0.25), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (8, 8, 3)])
+def test_sixteen_bit_png_by_bit_depth(tmp_path, shape):
+    from scenedecomp.decomposition import read_image
+
+    path = tmp_path / "x.png"
+    path.write_bytes(_png16(np.full(shape, 32768, np.uint16)))
+    image = read_image(path, 3, (8, 8)).image
+    assert torch.allclose(image, torch.full_like(image, 32768 / 65535), atol=1 / 255), image.flatten()[:3]
+
+
+# ----------------------------------------------------------------------------------------------- runs
+def test_resume_with_an_edited_config_rewrites_nothing(env, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(env["run"], tmp_path / "runs" / "r")
+    run = tmp_path / "runs" / "r"
+    before = _tree(run)
+    refused(capsys, train_args(tmp_path, "model.num_slots=4", "trainer.max_steps=4", "--resume"), "cannot resume")
+    assert _tree(run) == before
+
+
+def test_resume_with_another_image_size_rewrites_nothing(env, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(env["run"], tmp_path / "runs" / "r")
+    run = tmp_path / "runs" / "r"
+    before = _tree(run)
+    refused(capsys, train_args(tmp_path, "data.image_size=24", "trainer.max_steps=4", "--resume"), "cannot resume")
+    assert _tree(run) == before
+
+
+def test_a_second_process_is_kept_out_of_the_run(env, tmp_path, capsys):
+    import shutil
+
+    from scenedecomp.training.train import RunLock
+
+    shutil.copytree(env["run"], tmp_path / "runs" / "r")
+    run = tmp_path / "runs" / "r"
+    before = _tree(run)
+    lock = RunLock(tmp_path / "runs" / ".r.lock")
+    lock.acquire(run)  # another process holds the run (flock is per open file, so this stands in for it)
+    try:
+        refused(capsys, train_args(tmp_path, "--overwrite"), "another scenedecomp process")
+    finally:
+        lock.release()
+    assert _tree(run) == before
+    assert not (tmp_path / "runs" / ".r.lock").exists()
+
+
+def test_a_start_without_checkpoint_does_not_block_a_rerun(env, tmp_path, capsys):
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / ".scenedecomp-run").write_text("x")
+    (run / "config.yaml").write_text("name: r\n")
+    (run / "nonfinite_batch.json").write_text("{}")
+    assert main(train_args(tmp_path)) == 0, capsys.readouterr().err
+    assert _ckpt(run).is_file() and not (run / "nonfinite_batch.json").exists()
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", pytest.param("SIGTERM", marks=pytest.mark.slow)])
+def test_interrupted_train_saves_a_checkpoint_and_resumes(env, tmp_path, signame):
+    """A real process: Ctrl-C (or SIGTERM) mid-training exits 130 with one line saying how to resume, and
+    --resume continues from the saved step."""
+    import signal
+    import time
+
+    runs = tmp_path / "runs"
+    args = [sys.executable, "-m", "scenedecomp.cli", *train_args(tmp_path)[:-2], *[a for a in TINY if "max_steps" not in
+            a], "trainer.max_steps=1000000", "trainer.num_threads=1"]
+    args = [str(a) for a in args]
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "SCENEDECOMP_CACHE": str(env["root"] / "cache"), "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        while not (runs / "r" / "tensorboard").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1.5)
+        proc.send_signal(getattr(signal, signame))
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("generating ")]
+    assert proc.returncode == 130, err
+    assert len(lines) == 1 and "--resume" in lines[0] and "Traceback" not in err, err
+    assert _ckpt(runs / "r").is_file()
+    assert main([*train_args(tmp_path)[:-2], *[a for a in TINY if "max_steps" not in a], "--resume",
+                 f"trainer.max_steps={torch.load(_ckpt(runs / 'r'), weights_only=True)['global_step'] + 2}"]) == 0
+    assert json.loads((runs / "r" / "metrics.json").read_text())["train_steps"] >= 2
+
+
+def test_version_answers_without_torch():
+    code = ("import sys; from scenedecomp.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n"
+            "    pass\nmain(['presets'])\nprint('torch' in sys.modules, 'lightning' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False False"
+    assert result.stdout.startswith("scenedecomp ")
+
+
+@pytest.mark.parametrize("splits", ["nan,0,1", "2,-1,0", "inf,0,0"])
+def test_convert_bad_splits_leave_no_partial(tmp_path, capsys, splits):
+    src = _tfrecord(tmp_path)
+    out = tmp_path / "out"
+    refused(capsys, [*_convert_args(src, out), "--splits", splits], "splits", absent=[out])

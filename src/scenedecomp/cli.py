@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
+import signal
 import sys
+import threading
+import warnings
 
 from .version import __version__
 
@@ -47,13 +51,14 @@ def _print_summary(metrics: dict, where: str) -> None:
 def _cmd_evaluate(args) -> int:
     from .training.evaluate import evaluate
 
-    metrics = evaluate(args.run, split=args.split, num_slots=args.num_slots, batch_size=args.batch_size,
-                       out=args.out, progress=not args.quiet)
-    if args.disentanglement:
+    extra = {}
+    if args.disentanglement:  # scored first, so that a refusal leaves no metrics file behind
         from .training.disentangle import evaluate_disentanglement
 
-        metrics["disentanglement"] = d = evaluate_disentanglement(
-            args.run, metrics["_path"], args.split, args.num_slots, args.batch_size)
+        extra["disentanglement"] = d = evaluate_disentanglement(args.run, None, args.split, args.num_slots,
+                                                                args.batch_size)
+    metrics = evaluate(args.run, split=args.split, num_slots=args.num_slots, batch_size=args.batch_size,
+                       out=args.out, progress=not args.quiet, extra=extra)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("_")}, indent=2))
     else:
@@ -102,10 +107,26 @@ def _cmd_presets(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+# commands whose parsers live in other modules (which import torch): added in full only when chosen, so
+# `scenedecomp --version`, `--help` and `presets` answer without importing torch
+_LAZY = {
+    "decompose": ("decompose your own images with a trained run", ".decomposition", "add_decompose_parser"),
+    "report": ("write one self-contained report.html for a run", ".report", "add_report_parser"),
+    "benchmark": ("throughput and efficiency benchmarks (JSON)", ".bench", "add_benchmark_commands"),
+    "data": ("convert and inspect datasets", ".data.commands", "add_data_commands"),
+}
+_HERE = ("train", "evaluate", "visualize", "presets")
+
+
+def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
+    """The argument parser; ``command`` names the one subcommand to build in full (``"*"``: all of them,
+    ``None``: none, only their names and help lines)."""
     parser = argparse.ArgumentParser(prog="scenedecomp", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scenedecomp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def full(name: str) -> bool:
+        return command == "*" or command == name
 
     p = sub.add_parser("train", help="train a model from a preset", description=(
         "Train a model. The run directory <out_dir>/<name> receives the resolved config, versions, "
@@ -115,19 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dotted overrides, e.g. trainer.max_steps=100 model.num_slots=5")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoints/last.ckpt")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or model summary")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, model summary or warnings")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run on a split", description=(
         "Evaluate a run directory or checkpoint; writes metrics.json (test split) or metrics_<split>.json "
-        "in the run directory (or --out) with ari, fg_ari, msc, sc, mse, num_images and their spreads."))
+        "in the run directory (or --out) with ari, fg_ari, msc, sc, mse, num_images and their spreads. "
+        "A checkpoint other than the run's last one writes metrics_<split>_<checkpoint>.json instead."))
     p.add_argument("run", help="run directory or .ckpt file")
-    from .data.sprites import OOD_SPLITS
+    if full("evaluate"):
+        from .data.sprites import OOD_SPLITS
 
-    p.add_argument("--split", default="test", choices=("train", "val", "test", *OOD_SPLITS),
-                   help="a split, or an out-of-distribution test split of multi_sprites: " + "; ".join(
-                       f"{name}: {what}" for name, what in OOD_SPLITS.items()))
-    p.add_argument("--num-slots", type=int, default=None, help="K at inference (recurrent attention only)")
+        p.add_argument("--split", default="test", choices=("train", "val", "test", *OOD_SPLITS),
+                       help="a split, or an out-of-distribution test split of multi_sprites: " + "; ".join(
+                           f"{name}: {what}" for name, what in OOD_SPLITS.items()))
+    p.add_argument("--num-slots", type=int, default=None, help=(
+        "K at inference (MONet's recurrent attention and AIR; a one-pass ResNet attention keeps its trained K)"))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--out", default=None, help="write the metrics JSON here instead")
     p.add_argument("--json", action="store_true", help="print the full metrics JSON")
@@ -167,28 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the YAML presets")
     p.set_defaults(func=_cmd_presets)
 
-    from .decomposition import add_decompose_parser
-
-    add_decompose_parser(sub)
-    from .report import add_report_parser
-
-    add_report_parser(sub)
-
-    from .bench import add_benchmark_commands
-
-    add_benchmark_commands(sub)
-    from .data.commands import add_data_commands
-
-    add_data_commands(sub)
+    for name, (help_line, module, adder) in _LAZY.items():
+        if full(name):
+            getattr(importlib.import_module(module, __package__), adder)(sub)
+        else:
+            sub.add_parser(name, help=help_line)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .data import BatchError, DatasetError
-    from .training.config import ConfigError
-    from .training.run_dir import RunError
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option), or None."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in _LAZY or word in _HERE else None
 
-    parser = build_parser()
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``scenedecomp`` command. Every command runs inside one error boundary (:func:`run_command`)."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    parser = build_parser(_command_of(argv))
     args, extra = parser.parse_known_args(argv)
     # `train --config X a=b --resume c=d`: overrides may come before and after the flags
     if getattr(args, "overrides", None) is not None and extra and all("=" in e and not e.startswith("-")
@@ -196,19 +216,88 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return run_command(args.func, args, quiet=bool(getattr(args, "quiet", False)))
+
+
+def run_command(func, args, quiet: bool = False) -> int:
+    """Run ``func(args)`` inside the error boundary.
+
+    A :class:`~scenedecomp.errors.UserError` (and an ``OSError`` naming a file, and running out of memory)
+    becomes one line on stderr and exit 2 (130 when interrupted); anything else one line plus the path of
+    a log file holding the traceback, exit 1. SIGTERM is handled like Ctrl-C while the command runs;
+    ``quiet`` silences Python warnings (Lightning's, scikit-learn's).
+    """
+    from .errors import UserError, one_line
+
+    previous = _sigterm_as_interrupt()
     try:
-        code = int(args.func(args) or 0)
-        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
-        return code
+        with warnings.catch_warnings():
+            if quiet:
+                warnings.simplefilter("ignore")
+            code = int(func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
+            return code
     except BrokenPipeError:  # the reader stopped early (`scenedecomp presets | head -1`): end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return 0
-    except (ConfigError, DatasetError, BatchError, RunError, FileNotFoundError) as err:
-        print(f"scenedecomp: error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:
+        _error(one_line(err))
+        return err.exit_code
     except KeyboardInterrupt:
-        print("scenedecomp: interrupted", file=sys.stderr)
+        _error("interrupted")
         return 130
+    except MemoryError:
+        _error("out of memory; try a smaller --batch-size, image size or number of slots")
+        return 2
+    except OSError as err:
+        where = err.filename or ""
+        _error(f"{where}: {err.strerror or one_line(err)}" if where else (err.strerror or one_line(err)))
+        return 2
+    except Exception as err:  # noqa: BLE001 - the boundary: a bug, reported with a log file
+        log = _crash_log(err)
+        _error(f"{type(err).__name__}: {one_line(err, 200)} (a bug; the traceback is in {log})",
+               kind="internal error")
+        return 1
+    finally:
+        _restore_sigterm(previous)
+
+
+def _error(message: str, kind: str = "error") -> None:
+    print(f"scenedecomp: {kind}: {message}", file=sys.stderr, flush=True)
+
+
+def _crash_log(err: BaseException) -> str:
+    """Write the traceback of ``err`` to a new log file; its path (or ``"(unwritable)"``)."""
+    import tempfile
+    import traceback
+
+    try:
+        fd, path = tempfile.mkstemp(prefix="scenedecomp-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"scenedecomp {__version__}: {' '.join(sys.argv)}\n")
+            fh.write("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+        return path
+    except OSError:
+        return "(no log: the temporary folder is not writable)"
+
+
+def _sigterm_as_interrupt():
+    """Make SIGTERM raise KeyboardInterrupt (so training saves a checkpoint); the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +43,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from .errors import BadInput, Interrupted
+from .safeio import MAX_BATCH_SIZE, MAX_PIXELS, check_bound, check_inside, is_inside, safe_name
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 AIR_KEYS = ("z_pres", "p_pres", "z_where")
+STAGING = ".scenedecomp-staging-"  # outputs are written into such a folder beside --out, then swapped in
 
 
-class DecomposeError(ValueError):
+class DecomposeError(BadInput, ValueError):
     """Bad input to :func:`decompose` (one-line message naming the file and the problem)."""
 
 
@@ -104,27 +110,38 @@ class _Input:
     resized: bool
 
 
-def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files named directly, plus the image files (by extension, recursively, sorted) inside directories."""
+def expand_inputs(paths: Iterable[str | os.PathLike], exclude: str | os.PathLike | None = None) -> list[Path]:
+    """Files named directly, plus the image files (by extension, recursively, sorted) inside directories;
+    nothing inside ``exclude`` (the output folder) or a folder being written (``.scenedecomp-staging-*``)."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                            and not any(part.startswith(STAGING) for part in p.parts)
+                            and not (exclude is not None and is_inside(p, exclude)))
         else:
             files.append(path)  # missing or unreadable files are reported when read
     return files
 
 
-def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+def _to_array(img: Image.Image, channels: int) -> np.ndarray:
+    """``[H,W,C]`` float32 in [0,1]: alpha composited over white; 16-bit by its bit depth, float images
+    (float TIFF) as [0,1] (:func:`~scenedecomp.data.image_folder.value_scale`); others via Pillow."""
+    from .data.image_folder import value_scale
+
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
-    if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit grey: scale to 8 bits
-        arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray((arr / max(arr.max(), 1.0) * 255).round().astype(np.uint8), "L")
-    return img.convert("RGB" if channels == 3 else "L")
+    depth = value_scale(img)
+    if depth is not None:  # one high-bit or float grey channel
+        grey = np.nan_to_num(np.asarray(img, dtype=np.float32) / depth, nan=0.0, posinf=1.0, neginf=0.0)
+        grey = np.clip(grey, 0.0, 1.0)[:, :, None]
+        return np.repeat(grey, channels, axis=2) if channels == 3 else grey
+    arr = np.asarray(img.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return arr.astype(np.float32) / 255.0
 
 
 def _fit(image: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, bool]:
@@ -146,14 +163,20 @@ def read_image(path: Path, channels: int, size: tuple[int, int]) -> _Input:
 
 
 def read_image_from(source_file, source: str, name: str, channels: int, size: tuple[int, int]) -> _Input:
-    """Like :func:`read_image` for a path or file object; ``source``/``name`` label the result."""
-    with Image.open(source_file) as img:
+    """Like :func:`read_image` for a path or file object; ``source``/``name`` label the result. An image
+    with more than ``MAX_PIXELS`` pixels (read from its header) is refused before it is decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides
+        img = Image.open(source_file)
+    with img:
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise ValueError(f"{width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
+                             f"{MAX_PIXELS / 1e6:g} MP cap, not decoded")
         img.load()  # decode now: a truncated file fails here, not later
         mode, original = img.mode, img.size
-        converted = _to_mode(img, channels)
-    arr = np.asarray(converted, dtype=np.uint8)
-    arr = arr[:, :, None] if arr.ndim == 2 else arr
-    tensor, resized = _fit(torch.from_numpy(arr.transpose(2, 0, 1).astype(np.float32) / 255.0), size)
+        arr = _to_array(img, channels)
+    tensor, resized = _fit(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), size)
     return _Input(source, name, tensor, original, mode, resized)
 
 
@@ -243,15 +266,9 @@ def _run_batch(module, images: torch.Tensor, num_slots: int | None) -> dict[str,
 
 
 def _check_num_slots(module, num_slots: int | None) -> None:
-    if num_slots is None:
-        return
-    if num_slots < 2:
-        raise DecomposeError(f"--num-slots: K must be at least 2, got {num_slots}")
-    attention = getattr(module.model, "attention", None)
-    if attention is not None and getattr(attention, "recurrent", True) is False \
-            and num_slots != module.cfg.model.num_slots:
-        raise DecomposeError(f"--num-slots {num_slots}: this attention network was trained with a fixed "
-                             f"K={module.cfg.model.num_slots}")
+    from .training.checkpoint import inference_slots
+
+    inference_slots(module, num_slots)
 
 
 def _tensor_inputs(images: torch.Tensor, channels: int, size: tuple[int, int]) -> list[_Input]:
@@ -275,7 +292,7 @@ def _tensor_inputs(images: torch.Tensor, channels: int, size: tuple[int, int]) -
 
 
 def _iter_inputs(images, channels: int, size: tuple[int, int], skipped: list[tuple[str, str]],
-                 report=None) -> Iterable[_Input]:
+                 report=None, exclude: Path | None = None) -> Iterable[_Input]:
     """Yield readable inputs; record (and report) unreadable ones."""
     if torch.is_tensor(images):
         yield from _tensor_inputs(images, channels, size)
@@ -300,7 +317,7 @@ def _iter_inputs(images, channels: int, size: tuple[int, int], skipped: list[tup
             loaded = read_image_from(buffer, f"<PIL image {i}>", name, channels, size)
             yield loaded
             continue
-        for path in expand_inputs([item]):
+        for path in expand_inputs([item], exclude):
             try:
                 if not path.exists():
                     raise OSError("no such file")
@@ -314,7 +331,7 @@ def _iter_inputs(images, channels: int, size: tuple[int, int], skipped: list[tup
                 if report is not None:
                     report(f"skipping {path}: not a readable image ({reason})")
                 continue
-            loaded.name = _unique(loaded.name, seen)
+            loaded.name = _unique(safe_name(loaded.name, "image"), seen)
             yield loaded
 
 
@@ -357,14 +374,31 @@ def decompose(images, run, *, num_slots: int | None = None, batch_size: int = 64
                 tqdm.write(message, file=sys.stderr)
             else:
                 print(message, file=sys.stderr, flush=True)
+    check_bound("batch size", batch_size, 1, MAX_BATCH_SIZE)
+    device = _check_device(device)
+    if out_dir is not None:
+        _check_out_against_inputs(Path(out_dir).expanduser(), images)
+    out = prepare_out_dir(out_dir) if out_dir is not None else None
     module = _load(run)
     _check_num_slots(module, num_slots)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     module = module.to(device)
     channels, size = _model_geometry(module)
-    writer = _Writer(prepare_out_dir(out_dir)) if out_dir is not None else None
-    if batch_size < 1:
-        raise DecomposeError(f"--batch-size must be at least 1, got {batch_size}")
+    staging = _Staging(out) if out is not None else None
+    try:
+        result = _decompose(images, module, staging, num_slots, batch_size, progress, log, channels, size, out)
+        if staging is not None:
+            staging.commit()
+    except BaseException as err:
+        if staging is not None:
+            staging.abort()
+        if isinstance(err, KeyboardInterrupt) and out is not None:
+            raise Interrupted(f"decompose interrupted; nothing was written to {out}") from None
+        raise
+    return result
+
+
+def _decompose(images, module, staging, num_slots, batch_size, progress, log, channels, size, out):
+    writer = _Writer(staging) if staging is not None else None
 
     skipped: list[tuple[str, str]] = []
     parts: list[dict[str, torch.Tensor]] = []
@@ -377,7 +411,18 @@ def decompose(images, run, *, num_slots: int | None = None, batch_size: int = 64
 
         bar = tqdm(desc="decompose", unit="img", leave=False, file=sys.stderr)
     announced = False
-    for batch in _batches(_iter_inputs(images, channels, size, skipped, log), batch_size):
+    pending: list[str] = []  # skip notices before the first readable image: dropped if none is readable
+
+    def report(message: str) -> None:  # (the one error line then names the first unreadable file)
+        if parts:
+            log(message)
+        else:
+            pending.append(message)
+
+    for batch in _batches(_iter_inputs(images, channels, size, skipped, report, out), batch_size):
+        for message in pending:
+            log(message)
+        pending.clear()
         for item in batch:
             if item.resized:
                 notes["resized"] += 1
@@ -454,12 +499,49 @@ def _finite(values, kind=float) -> list | None:
     return None if any(v != v for v in values) else [kind(v) for v in values]
 
 
-class _Writer:
+class _Staging:
+    """A folder beside ``out`` (made on the first write) that replaces ``out`` as a whole on :meth:`commit`,
+    so a rerun leaves no stale file of an earlier one and an interrupted run leaves ``out`` as it was."""
+
     def __init__(self, out: Path):
         self.out = out
+        self.path: Path | None = None
+
+    def folder(self) -> Path:
+        if self.path is None:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(tempfile.mkdtemp(prefix=f"{STAGING}{safe_name(self.out.name)}-", dir=self.out.parent))
+            os.chmod(self.path, 0o777 & ~_umask())
+        return self.path
+
+    def commit(self) -> None:
+        folder = self.folder()
+        if self.out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f"{STAGING}old-", dir=self.out.parent))
+            os.replace(self.out, old / "previous")
+            os.replace(folder, self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(folder, self.out)
+        self.path = None
+
+    def abort(self) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+
+
+class _Writer:
+    def __init__(self, staging: _Staging):
+        self.staging = staging
         self.palette = _palette()
 
+    @property
+    def out(self) -> Path:
+        return self.staging.folder()
+
     def _png(self, path: Path, image: Image.Image) -> None:
+        check_inside(path, self.out)
         _atomic_write(path, lambda fh: image.save(fh, format="PNG"))
 
     def write_batch(self, batch: Sequence[_Input], r: dict[str, torch.Tensor]) -> None:
@@ -468,7 +550,7 @@ class _Writer:
         k = r["log_masks"].shape[1]
         masks = r["log_masks"].exp()
         for i, item in enumerate(batch):
-            folder = self.out / item.name
+            folder = check_inside(self.out / safe_name(item.name, "image"), self.out)
             folder.mkdir(parents=True, exist_ok=True)
             rgb = _u8(r["images"][i])
             self._png(folder / "input.png", Image.fromarray(rgb))
@@ -522,15 +604,52 @@ class _Writer:
 
 
 def prepare_out_dir(out: str | os.PathLike) -> Path:
-    """Check that ``out`` can be written (a real write probe) without creating it yet: the folder is made
-    on the first write, so a run that fails early leaves nothing behind. :class:`DecomposeError` otherwise."""
+    """Check that ``out`` can be written (a real write probe) without creating it yet: outputs are written
+    beside it and swapped in at the end, so a run that fails leaves nothing behind. ``out`` must be new,
+    empty or the output of an earlier ``decompose`` (which is replaced as a whole); :class:`DecomposeError`
+    otherwise."""
     from .training.safety import unwritable_reason
 
     out = Path(out).expanduser()
     problem = unwritable_reason(out)
     if problem:
         raise DecomposeError(f"{out}: output directory {problem}")
+    if out.is_symlink():
+        raise DecomposeError(f"{out}: output directory is a symbolic link; give a real folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "decompositions.npz").is_file():
+        raise DecomposeError(f"{out}: output directory holds other files (it is not the output of an earlier "
+                             f"decompose, which would be replaced); give a new or empty folder")
     return out
+
+
+def _check_out_against_inputs(out: Path, images) -> None:
+    """The output folder may not be, or hold, an input (it is replaced as a whole); inputs inside it are
+    never read (a command does not read its own outputs)."""
+    if not isinstance(images, str | os.PathLike | list | tuple) or (out.exists() and not out.is_dir()):
+        return  # (an --out that is a file is refused by prepare_out_dir)
+    for item in [images] if isinstance(images, str | os.PathLike) else images:
+        if not isinstance(item, str | os.PathLike):
+            continue
+        path = Path(item).expanduser()
+        if path.exists() and is_inside(path, out):
+            raise DecomposeError(f"{out}: the output directory is or holds the input {path}; give another --out")
+
+
+def _check_device(device: str | None) -> str:
+    """``device`` (default: CUDA when available) if torch can use it; :class:`DecomposeError` otherwise."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise DecomposeError(f"device {device!r}: not a device name (cpu, cuda, cuda:1, mps, ...)") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(parsed.type, False):
+        raise DecomposeError(f"device {device!r}: not available on this machine")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise DecomposeError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return str(parsed)
 
 
 __all__ = ["DecomposeError", "Decomposition", "decompose", "expand_inputs", "prepare_out_dir", "read_image",
@@ -559,13 +678,9 @@ def add_decompose_parser(subparsers) -> None:
 
 def _cmd_decompose(args) -> int:
     start = time.perf_counter()
-    try:
-        out = prepare_out_dir(args.out)
-        result = decompose(args.inputs, args.run, num_slots=args.num_slots, batch_size=args.batch_size,
-                           progress=not args.quiet, out_dir=out, device=args.device)
-    except DecomposeError as err:
-        print(f"scenedecomp: error: {err}", file=sys.stderr)
-        return 2
+    out = Path(args.out).expanduser()  # errors: the CLI's one boundary (scenedecomp.cli.run_command)
+    result = decompose(args.inputs, args.run, num_slots=args.num_slots, batch_size=args.batch_size,
+                       progress=not args.quiet, out_dir=out, device=args.device)
     seconds = time.perf_counter() - start
     n = len(result)
     notes = result.notes

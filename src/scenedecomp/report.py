@@ -28,11 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from .errors import BadRun
+
 METRIC_COLUMNS = ("num_images", "num_slots", "ari", "fg_ari", "msc", "sc", "mse", "decoded_ari", "decoded_fg_ari",
                   "decoded_msc", "generative_mse", "count_accuracy")
 
 
-class ReportError(ValueError):
+class ReportError(BadRun, ValueError):
     """The run directory cannot be reported on (one-line message)."""
 
 
@@ -55,8 +57,19 @@ def _img(uri: str, caption: str) -> str:
             "</figcaption></figure>")
 
 
-def _file_img(path: Path, caption: str | None = None) -> str:
-    return _img(_png_uri(path.read_bytes()), caption or path.name)
+def _file_img(path: Path, caption: str | None = None, log=None) -> str:
+    """A figure of the run inlined; a symlink, a non-regular or an oversized file is left out (never read
+    through: a run directory someone hands you must not pull your own files into the page)."""
+    from .errors import UserError
+    from .safeio import MAX_EMBED_BYTES, read_bytes
+
+    try:
+        data = read_bytes(path, MAX_EMBED_BYTES, "figure")
+    except UserError as err:
+        if log is not None:
+            log(f"report: left out {err}")
+        return ""
+    return _img(_png_uri(data), caption or path.name)
 
 
 def _fmt(value) -> str:
@@ -80,10 +93,29 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    """A JSON object from the run (bounded read, no symlink), or None when absent or unreadable."""
+    from .errors import UserError
+    from .safeio import load_json
+
+    if path.is_symlink() or not path.is_file():
         return None
+    try:
+        data = load_json(path)
+    except UserError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _numbers_only(metrics: dict) -> dict:
+    """Metric values the page computes with: a number or None (a hand-edited file may hold anything)."""
+    keys = (*METRIC_COLUMNS, "train_seconds", "train_steps", "eval_seconds")
+    return {k: (v if k not in keys or (isinstance(v, int | float) and not isinstance(v, bool)) else None)
+            for k, v in metrics.items()}
+
+
+def _section(config: dict, key: str) -> dict:
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -94,6 +126,7 @@ def load_metrics(run_dir: Path) -> dict[str, dict]:
         data = _read_json(path)
         if not isinstance(data, dict):
             continue
+        data = _numbers_only(data)
         # keyed by file name (``evaluate --out metrics_ood_more_objects_k7.json`` keeps its own row)
         found["test" if path.name == "metrics.json" else path.stem[len("metrics_"):]] = data
     return found
@@ -225,37 +258,61 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such run directory")
-    config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else None
+    from .errors import UserError
+    from .safeio import parse_yaml, read_text
+
+    try:
+        config_text = read_text(run_dir / "config.yaml", "config file") \
+            if (run_dir / "config.yaml").is_file() or (run_dir / "config.yaml").is_symlink() else None
+    except UserError as err:
+        raise ReportError(str(err)) from None
     if config_text is None and not list(run_dir.glob("metrics*.json")):
         raise ReportError(f"{run_dir}: not a scenedecomp run directory (no config.yaml or metrics)")
-    target = Path(out).expanduser() if out else run_dir / "report.html"
+    if out:
+        from .safeio import check_output_file
+
+        target = check_output_file(out, "report", (".html", ".htm"))
+    else:
+        target = run_dir / "report.html"
     if target.is_dir():
         raise ReportError(f"{target}: is a directory; give a file path")
     if traversals:
         _ensure_traversals(run_dir, log)
 
-    import yaml
-
-    config = yaml.safe_load(config_text) if config_text else {}
+    config = parse_yaml(config_text, str(run_dir / "config.yaml"), ReportError) if config_text else {}
+    if not isinstance(config, dict):
+        raise ReportError(f"{run_dir / 'config.yaml'}: the top level must be a mapping of settings")
     env = _read_json(run_dir / "env.json") or {}
     metrics = load_metrics(run_dir)
     test = metrics.get("test", {})
     history = []
     if (run_dir / "history.jsonl").is_file():
-        for line in (run_dir / "history.jsonl").read_text().splitlines():
+        try:
+            lines = read_text(run_dir / "history.jsonl", "validation history").splitlines()
+        except UserError as err:
+            log(f"report: no validation history ({err})")
+            lines = []
+        for line in lines:
             try:
-                history.append(json.loads(line))
-            except ValueError:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
                 continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int | float):  # rows the figure can use
+                history.append({k: v for k, v in row.items()
+                                if k == "step" or isinstance(v, int | float) and not isinstance(v, bool)})
     scalars = tensorboard_scalars(run_dir)
     figures = run_dir / "figures"
+    if figures.is_symlink():  # figures are read from the run itself only
+        log(f"report: left out {figures}: a symbolic link; not followed")
+        figures = run_dir / ".no-figures"
     parts: list[str] = []
-    model = (config.get("model") or {}).get("name", "?")
-    data = config.get("data") or {}
-    name = config.get("name") or run_dir.name
-    sub = [f"model <b>{html.escape(str(model))}</b>", f"data <b>{html.escape(str(data.get('name', '?')))}</b> "
-           f"{data.get('image_size', '')}px", f"K = {(config.get('model') or {}).get('num_slots', '?')}"]
-    if "train_steps" in test:
+    model = _section(config, "model").get("name", "?")
+    data = _section(config, "data")
+    name = str(config.get("name") or run_dir.name)[:200]
+    slots = _section(config, "model").get("num_slots", "?")
+    sub = [f"model <b>{html.escape(str(model)[:200])}</b>", f"data <b>{html.escape(str(data.get('name', '?'))[:200])}"
+           f"</b> {html.escape(str(data.get('image_size', ''))[:20])}px", f"K = {html.escape(str(slots)[:20])}"]
+    if isinstance(test.get("train_steps"), int | float) and isinstance(test.get("train_seconds", 0), int | float):
         sub.append(f"{test['train_steps']} steps in {test.get('train_seconds', 0) / 60:.1f} min")
     parts.append(f"<h1>{html.escape(str(name))}</h1><p class='sub'>{' · '.join(sub)} · run directory "
                  f"<code>{html.escape(str(run_dir.resolve()))}</code> · report written "
@@ -302,11 +359,11 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     # figures
     decomposition = sorted(figures.glob("decomposition_*.png")) + sorted(figures.glob("boxes*.png"))
     if decomposition:
-        parts.append("<h2>Decompositions (test images)</h2>" + "".join(_file_img(p) for p in decomposition))
+        parts.append("<h2>Decompositions (test images)</h2>" + "".join(_file_img(p, log=log) for p in decomposition))
     trav = sorted(figures.glob("traversal_*.png")) + sorted(figures.glob("components_*.png")) \
         + sorted(figures.glob("samples.png"))
     if trav:
-        parts.append("<h2>Latent traversals and the component VAE</h2>" + "".join(_file_img(p) for p in trav))
+        parts.append("<h2>Latent traversals and the component VAE</h2>" + "".join(_file_img(p, log=log) for p in trav))
 
     # disentanglement
     dis_rows, dis_imgs = [], []
@@ -332,7 +389,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
             if dis_rows else "") + "".join(dis_imgs)
             + "<p class='note'>Slots matched to objects by Hungarian assignment on mask IoU; probes on held-out "
               "objects (R² continuous, accuracy categorical, averaged over factors).</p>"
-            + "".join(_file_img(p) for p in dis_figs))
+            + "".join(_file_img(p, log=log) for p in dis_figs))
 
     # efficiency
     eff_rows = []
@@ -389,12 +446,7 @@ def add_report_parser(subparsers) -> None:
     p.set_defaults(func=_cmd_report)
 
 
-def _cmd_report(args) -> int:
-    try:
-        path = build_report(args.run, args.out, traversals=not args.no_traversals)
-    except (ReportError, OSError) as err:
-        message = str(err) if isinstance(err, ReportError) else f"{getattr(err, 'filename', '')}: {err.strerror}"
-        print(f"scenedecomp: error: {message}", file=sys.stderr)
-        return 2
+def _cmd_report(args) -> int:  # errors: the CLI's one boundary (scenedecomp.cli.run_command)
+    path = build_report(args.run, args.out, traversals=not args.no_traversals)
     print(f"report written to {path.resolve()}")
     return 0

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from ..errors import BadInput
+from ..safeio import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_SLOTS, check_bound
 from ..training.hardware import tune_malloc
 from .efficiency_measure import (
     DEFAULT_MODELS,
@@ -147,6 +149,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Handler for the parsed ``efficiency`` sub-command; returns an exit code."""
+    check_bound("--batch-size", args.batch_size, 1, MAX_BATCH_SIZE)
+    check_bound("--image-size", args.image_size, 8, MAX_IMAGE_SIZE)
+    for k in args.slots:
+        check_bound("--slots", k, 2, MAX_SLOTS)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -154,9 +160,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                                 args.out_dir, args.device, backbone=args.backbone, warmup=args.warmup,
                                 memory=not args.no_memory, plot=not args.no_plot, precision=args.precision,
                                 malloc=args.tune_malloc)
-    except ValueError as err:
-        print(f"error: {err}")
-        return 2
+    except ValueError as err:  # a bad choice of slots, sizes or models: one line on stderr, exit 2
+        raise BadInput(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
     summary = report["summary"]
     print(json.dumps({k: summary[k] for k in ("attention_flops_change", "step_time_ratio_vs_monet",
                                               "targets_met")}, indent=2))

@@ -243,6 +243,15 @@ def _cmd_step(args) -> int:
         raise ConfigError(f"--variants: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(VARIANTS)}")
     if args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    from ..safeio import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_SLOTS, check_bound
+
+    check_bound("--batch-size", args.batch_size, 1, MAX_BATCH_SIZE)
+    if args.out:  # before measuring: the result may not replace a checkpoint, config or data file
+        from ..safeio import check_output_file
+
+        check_output_file(args.out, "benchmark result", (".json",))
+    check_bound("--image-size", args.image_size, 8, MAX_IMAGE_SIZE)
+    check_bound("--slots", args.slots, 2, MAX_SLOTS)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: no CUDA device is available")
     from ..training.config import load_config

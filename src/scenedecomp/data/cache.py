@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .registry import DatasetError
+
 CACHE_ENV = "SCENEDECOMP_CACHE"
 FACTOR_PREFIX = "factors."
 _META_KEY = "__meta__"
@@ -137,6 +139,10 @@ def load_or_generate(name: str, split: str, version: int, options: Mapping[str, 
     line to stderr when generating. Returns ``(arrays, path)`` with memory-mapped arrays.
     """
     directory = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    blocker = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        where = "data.options.cache_dir" if cache_dir is not None else f"${CACHE_ENV}"
+        raise DatasetError(f"{directory}: the data cache folder ({where}) is not a directory ({blocker} is a file)")
     path = directory / f"{cache_key(name, split, version, options)}.npz"
     if path.is_file():
         try:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import UserError
 from .multi_object import SCHEMAS
-from .registry import DatasetError
 
 __all__ = ["add_data_commands"]
 
@@ -121,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:
+        print(f"scenedecomp: error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":

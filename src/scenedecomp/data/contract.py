@@ -22,11 +22,13 @@ from typing import Any
 
 import torch
 
+from ..errors import BadInput
+
 REQUIRED_KEYS = ("image",)
 OPTIONAL_KEYS = ("mask", "num_objects", "visibility", "factors")
 
 
-class BatchError(ValueError):
+class BatchError(BadInput, ValueError):
     """A batch or dataset item breaks the batch contract."""
 
 

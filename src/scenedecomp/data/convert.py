@@ -299,7 +299,7 @@ def convert(dataset: str, src: str | os.PathLike, out_dir: str | os.PathLike, *,
     if limit is not None and limit < 1:
         raise DatasetError(f"limit must be positive, got {limit}")
     fractions = tuple(float(v) for v in (splits if splits is not None else schema.default_splits))
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+    if len(fractions) != 3 or not all(0 <= v <= 1 for v in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise DatasetError(f"splits must be three non-negative fractions summing to 1, got {fractions}")
     prep = _resolve_prep(schema, crop, center_crop, image_size, antialias, max_objects)
 
@@ -431,40 +431,51 @@ def describe(path: str | os.PathLike) -> str:
     except Exception:  # noqa: BLE001
         raise DatasetError(f"{path}: not a readable HDF5 file") from None
     with f:
-        a = f.attrs
-        if a.get("format") != FORMAT:
-            raise DatasetError(f"{path}: not a scenedecomp multi-object file (format {a.get('format')!r})")
-        complete = bool(a.get("complete", False))
-        lines = [f"{path}", f"  dataset:        {a['dataset']} ({a.get('description', '')})"]
-        if not complete:
-            lines.append(f"  status:         INCOMPLETE ({int(a['num_written'])} scenes written, "
-                         f"{int(a['records_read'])} records read); run the same convert command to resume")
-        n = int(a["num_written"])
-        img = f["images"].shape[1:]
-        lines += [
-            f"  scenes:         {n}",
-            f"  images:         uint8 {img[0]}x{img[1]}x{img[2]}",
-            f"  label maps:     uint8 {img[0]}x{img[1]}, K={int(a['num_slots'])} slots, background labels "
-            f"{list(map(int, a['background_labels']))}, at most {int(a['max_objects'])} objects",
-        ]
-        if n:
-            counts = np.bincount(f["num_objects"][:n].astype(np.int64))
-            lines.append("  objects/scene:  " + ", ".join(f"{i}: {c}" for i, c in enumerate(counts) if c))
-        if "factors" in f:
-            lines.append("  factors:        " + ", ".join(
-                f"{k} {f['factors'][k].dtype} {list(f['factors'][k].shape[1:])}" for k in f["factors"]))
-        if "scene_factors" in f:
-            lines.append("  scene factors:  " + ", ".join(
-                f"{k} {list(f['scene_factors'][k].shape[1:])}" for k in f["scene_factors"]))
-        if "splits" in f:
-            sizes = ", ".join(f"{k} {len(f['splits'][k])}" for k in ("train", "val", "test"))
-            lines.append(f"  splits:         {sizes}")
-        prep = json.loads(a["preprocessing"])
-        lines.append(f"  source:         {a['source_file']} ({int(a['source_size']):,} bytes), "
-                     f"{int(a['records_read'])} records read")
-        shown = ("crop", "image_size", "antialias", "filter", "limit")
-        lines.append("  preprocessing:  " + "; ".join(f"{k}={v}" for k, v in prep.items() if k in shown))
-        lines.append(f"  interpolation:  images {prep['image_interpolation']}; "
-                     f"masks {prep['mask_interpolation']}")
-        lines.append(f"  created:        {a.get('created', '?')} by {a.get('created_by', '?')}")
+        try:
+            return _describe_open(path, f)
+        except DatasetError:
+            raise
+        except Exception as err:  # noqa: BLE001 - h5py/numpy/json on damaged metadata or data
+            detail = (str(err).splitlines() or [type(err).__name__])[0][:160]
+            raise DatasetError(f"{path}: damaged or incomplete file ({detail})") from None
+
+
+def _describe_open(path: Path, f) -> str:
+    """The summary lines of the open file ``f`` (any damage raises; :func:`describe` words it)."""
+    a = f.attrs
+    if a.get("format") != FORMAT:
+        raise DatasetError(f"{path}: not a scenedecomp multi-object file (format {a.get('format')!r})")
+    complete = bool(a.get("complete", False))
+    lines = [f"{path}", f"  dataset:        {a['dataset']} ({a.get('description', '')})"]
+    if not complete:
+        lines.append(f"  status:         INCOMPLETE ({int(a['num_written'])} scenes written, "
+                     f"{int(a['records_read'])} records read); run the same convert command to resume")
+    n = int(a["num_written"])
+    img = f["images"].shape[1:]
+    lines += [
+        f"  scenes:         {n}",
+        f"  images:         uint8 {img[0]}x{img[1]}x{img[2]}",
+        f"  label maps:     uint8 {img[0]}x{img[1]}, K={int(a['num_slots'])} slots, background labels "
+        f"{list(map(int, a['background_labels']))}, at most {int(a['max_objects'])} objects",
+    ]
+    if n:
+        counts = np.bincount(f["num_objects"][:n].astype(np.int64))
+        lines.append("  objects/scene:  " + ", ".join(f"{i}: {c}" for i, c in enumerate(counts) if c))
+    if "factors" in f:
+        lines.append("  factors:        " + ", ".join(
+            f"{k} {f['factors'][k].dtype} {list(f['factors'][k].shape[1:])}" for k in f["factors"]))
+    if "scene_factors" in f:
+        lines.append("  scene factors:  " + ", ".join(
+            f"{k} {list(f['scene_factors'][k].shape[1:])}" for k in f["scene_factors"]))
+    if "splits" in f:
+        sizes = ", ".join(f"{k} {len(f['splits'][k])}" for k in ("train", "val", "test"))
+        lines.append(f"  splits:         {sizes}")
+    prep = json.loads(a["preprocessing"])
+    lines.append(f"  source:         {a['source_file']} ({int(a['source_size']):,} bytes), "
+                 f"{int(a['records_read'])} records read")
+    shown = ("crop", "image_size", "antialias", "filter", "limit")
+    lines.append("  preprocessing:  " + "; ".join(f"{k}={v}" for k, v in prep.items() if k in shown))
+    lines.append(f"  interpolation:  images {prep['image_interpolation']}; "
+                 f"masks {prep['mask_interpolation']}")
+    lines.append(f"  created:        {a.get('created', '?')} by {a.get('created_by', '?')}")
     return "\n".join(lines)

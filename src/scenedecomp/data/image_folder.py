@@ -65,6 +65,23 @@ def _hash_unit(name: str) -> float:
     return int.from_bytes(digest, "little") / 2.0**64
 
 
+
+def value_scale(img: Image.Image) -> float | None:
+    """The divisor that maps a high-bit or float greyscale image to [0, 1], or None for 8-bit modes.
+
+    16-bit (``I;16*``, and PNG's ``I``) is scaled by its bit depth 65535, other 32-bit integers by 2**31 - 1,
+    and float images (``F``, e.g. float TIFF) are taken as [0, 1] when they lie in it, else as 0..255
+    when they lie in that, else by their maximum."""
+    if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+        return 65535.0
+    if img.mode == "I":
+        return 2.0**31 - 1
+    if img.mode == "F":
+        peak = float(np.nanmax(np.asarray(img, dtype=np.float32))) if img.size[0] * img.size[1] else 0.0
+        return 1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else peak
+    return None
+
+
 class ImageFolderDataset(Dataset):
     """Images from a directory (options in the module docstring). Items: ``{"image": [C, H, W]}``."""
 
@@ -201,9 +218,9 @@ class ImageFolderDataset(Dataset):
         with img:
             if img.size[0] * img.size[1] > self.max_pixels:
                 raise ValueError(self._too_big(img.size))
-            high = img.mode.startswith("I")  # 16/32-bit integer greyscale: "I;16*" or "I"
-            if high:  # scale by the true bit depth; convert("RGB") would clip 32768/65535 to white
-                depth = 65535.0 if img.mode.startswith("I;16") or img.format == "PNG" else 2.0**31 - 1
+            depth = value_scale(img)
+            high = depth is not None
+            if high:  # 16/32-bit or float greyscale: convert("RGB") would clip to white or black
                 img = Image.fromarray(np.asarray(img, dtype=np.float32) / depth)  # mode "F"
             else:
                 img = img.convert("RGB" if self.channels == 3 else "L")

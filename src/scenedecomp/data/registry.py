@@ -7,13 +7,15 @@ from collections.abc import Callable
 
 from torch.utils.data import Dataset
 
+from ..errors import BadInput
+
 SPLITS = ("train", "val", "test")
 
 FACTORIES: dict[str, Callable[..., Dataset]] = {}
 EXTRA_SPLITS: dict[str, tuple[str, ...]] = {}  # dataset-specific splits beyond SPLITS (e.g. OOD tests)
 
 
-class DatasetError(ValueError):
+class DatasetError(BadInput, ValueError):
     """A dataset cannot be opened or read (message names the file or dataset and the problem)."""
 
 

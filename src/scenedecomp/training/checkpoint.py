@@ -29,6 +29,8 @@ def find_run(path: str | os.PathLike) -> tuple[Path, Path, RunConfig]:
     elif path.is_file():
         ckpt = path
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    elif path.exists():
+        raise RunError(f"{path}: not a regular file; give a run directory or a .ckpt file")
     else:
         raise RunError(f"{path}: no such run directory or checkpoint")
     state = read_checkpoint(ckpt)
@@ -55,6 +57,14 @@ def read_checkpoint(ckpt: Path) -> dict:
 
     Anything that is not a readable dict of tensors and plain values is refused with one line.
     """
+    try:
+        with open(ckpt, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as err:
+        raise RunError(f"{ckpt}: cannot read the checkpoint ({err.strerror or err})") from None
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        what = "an empty file" if not magic else "not a PyTorch checkpoint (no zip archive)"
+        raise RunError(f"{ckpt}: not a readable checkpoint ({what})")
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # UnpicklingError for crafted pickles, RuntimeError for other bytes
@@ -89,3 +99,21 @@ def load_module(ckpt: Path, cfg: RunConfig) -> SceneDecompModule:
         raise RunError(f"{ckpt}: checkpoint does not match the config ({'; '.join(problems[:3])})")
     module.eval()
     return module
+
+
+def inference_slots(module: SceneDecompModule, num_slots: int | None) -> int | None:
+    """The one rule for K at inference: ``None`` keeps the run's own K; otherwise ``2 <= K <= MAX_SLOTS`` and,
+    for a one-pass attention network (RN50/RN50*), the K it was trained with. Returns ``num_slots`` or raises
+    :class:`~scenedecomp.errors.BadInput` / :class:`~scenedecomp.errors.ResourceLimit` with one line."""
+    from ..errors import BadInput
+    from ..safeio import MAX_SLOTS, check_bound
+
+    if num_slots is None:
+        return None
+    check_bound("K at inference (num_slots)", int(num_slots), 2, MAX_SLOTS)
+    attention = getattr(module.model, "attention", None)  # AIR and slot models have none: any K
+    trained = module.cfg.model.num_slots
+    if attention is not None and getattr(attention, "recurrent", True) is False and num_slots != trained:
+        raise BadInput(f"K at inference (num_slots) {num_slots}: this attention network was trained with a "
+                       f"fixed K={trained}")
+    return int(num_slots)

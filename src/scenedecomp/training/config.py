@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ..errors import BadConfig
 from ..models import ModelConfig
 from .presets import CONFIG_DIR, PresetError, list_presets, preset_layers, preset_path
 
@@ -23,7 +24,7 @@ __all__ = ["CONFIG_DIR", "ConfigError", "DataConfig", "OptimConfig", "RunConfig"
            "load_config", "preset_path", "to_dict", "to_yaml", "validate"]
 
 
-class ConfigError(ValueError):
+class ConfigError(BadConfig, ValueError):
     """A preset or override is invalid (one-line message)."""
 
 
@@ -157,9 +158,12 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"optim.name: unknown optimiser {cfg.optim.name!r}")
     if cfg.optim.schedule not in ("constant", "cosine", "exponential"):
         raise ConfigError(f"optim.schedule: unknown {cfg.optim.schedule!r}")
-    for key in ("lr",):
-        if getattr(cfg.optim, key) <= 0:
-            raise ConfigError(f"optim.{key} must be positive")
+    _refuse_nan(cfg, "")
+    if not 0 < cfg.optim.lr < float("inf"):
+        raise ConfigError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed must be in [0, 2**32), got {cfg.seed}")
+    _check_bounds(cfg)
     from .hardware import PRECISIONS
 
     if str(cfg.trainer.precision) not in PRECISIONS:
@@ -172,6 +176,33 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data.image_size < 8:
         raise ConfigError(f"data.image_size must be at least 8, got {cfg.data.image_size}")
     _validate_ranges(cfg)
+
+
+def _refuse_nan(section, prefix: str) -> None:
+    """No setting may be NaN (``optim.lr=nan`` would train nothing and fail late)."""
+    import dataclasses
+
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _refuse_nan(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float) and value != value:
+            raise ConfigError(f"{prefix}{f.name} must be a number, got nan")
+
+
+def _check_bounds(cfg: RunConfig) -> None:
+    """Upper bounds that keep a typo (``model.num_slots=1000000``) from exhausting memory."""
+    from ..safeio import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_SLOTS
+
+    bounds = {"model.num_slots": (cfg.model.num_slots, MAX_SLOTS),
+              "model.eval_num_slots": (cfg.model.eval_num_slots, MAX_SLOTS),
+              "model.air.max_steps": (cfg.model.air.max_steps, MAX_SLOTS - 1),
+              "data.image_size": (cfg.data.image_size, MAX_IMAGE_SIZE),
+              "data.batch_size": (cfg.data.batch_size, MAX_BATCH_SIZE),
+              "data.eval_batch_size": (cfg.data.eval_batch_size, MAX_BATCH_SIZE)}
+    for key, (value, high) in bounds.items():
+        if value is not None and value > high:
+            raise ConfigError(f"{key}: {value} is above the limit of {high}")
 
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..errors import BadInput
 from ..metrics.disentanglement import disentanglement_metrics, matched_samples
 
 
-class DisentanglementError(ValueError):
+class DisentanglementError(BadInput, ValueError):
     """The split cannot be scored (no factors, too few matched objects); one-line message."""
 
 
@@ -97,7 +98,7 @@ def evaluate_disentanglement(path, metrics_path: Path, split: str = "test", num_
     ``figure`` (default ``<run>/figures/disentanglement_<split>.png``). Returns the result."""
     import json
 
-    from .checkpoint import find_run, load_module
+    from .checkpoint import find_run, inference_slots, load_module
     from .loaders import make_loader, open_split
     from .run_dir import RunError, write_json
 
@@ -106,12 +107,15 @@ def evaluate_disentanglement(path, metrics_path: Path, split: str = "test", num_
         cfg.data.eval_batch_size = batch_size
     dataset = open_split(cfg, split)
     module = load_module(ckpt, cfg)
+    num_slots = inference_slots(module, num_slots)
     try:
         result = score_split(module, make_loader(cfg, dataset, train=False), num_slots, seed=cfg.seed)
     except DisentanglementError as err:
         raise RunError(f"--disentanglement on {cfg.data.name} {split}: {err}") from None
     figure = Path(figure) if figure is not None else run_dir / "figures" / f"disentanglement_{split}.png"
     result["figure"] = str(write_figure(result, figure, f"{cfg.name}: {cfg.data.name} {split}"))
+    if metrics_path is None:  # the caller writes the result (``evaluate(..., extra=...)``)
+        return result
     metrics_path = Path(metrics_path)
     payload = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     payload["disentanglement"] = result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -10,7 +9,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from .checkpoint import find_run, load_module
+from ..errors import UserError
+from ..safeio import MAX_BATCH_SIZE, check_bound, check_output_file, load_json, safe_name
+from .checkpoint import find_run, inference_slots, load_module
 from .loaders import make_loader, open_split
 from .module import SceneDecompModule, batch_metrics
 from .run_dir import RunError, write_json
@@ -52,35 +53,63 @@ def evaluate_module(module: SceneDecompModule, loader: DataLoader, background_la
 
 
 def evaluate(path: str | os.PathLike, split: str = "test", num_slots: int | None = None,
-             batch_size: int | None = None, out: str | os.PathLike | None = None, progress: bool = True) -> dict:
-    """Evaluate a run directory or checkpoint on ``split``; write and return the metrics."""
+             batch_size: int | None = None, out: str | os.PathLike | None = None, progress: bool = True,
+             extra: dict | None = None) -> dict:
+    """Evaluate a run directory or checkpoint on ``split``; write and return the metrics (plus ``extra``).
+
+    The run's ``metrics.json`` / ``metrics_<split>.json`` is written only for its last checkpoint; another
+    checkpoint (``checkpoints/step*.ckpt``) writes ``metrics_<split>_<checkpoint>.json``. Every argument and
+    the output file are checked before the model runs."""
     from .hardware import tune_malloc
 
     tune_malloc()
     run_dir, ckpt, cfg = find_run(path)
-    if num_slots is not None and num_slots < 2:
-        raise RunError(f"--num-slots: K must be at least 2, got {num_slots}")
     if batch_size is not None:
+        check_bound("batch size", batch_size, 1, MAX_BATCH_SIZE)
         cfg.data.eval_batch_size = batch_size
+    target = _metrics_target(run_dir, ckpt, split, out)
     dataset = open_split(cfg, split)
     module = load_module(ckpt, cfg)
-    if num_slots is not None and getattr(module.model.attention, "recurrent", True) is False \
-            and num_slots != cfg.model.num_slots:
-        raise RunError(f"--num-slots {num_slots}: this attention network was trained with a fixed "
-                       f"K={cfg.model.num_slots}")
+    num_slots = inference_slots(module, num_slots)
     start = time.perf_counter()
     metrics = evaluate_module(module, make_loader(cfg, dataset, train=False),
                               getattr(dataset, "background_labels", (0,)), num_slots, progress=progress)
     metrics.update({"split": split, "checkpoint": str(ckpt), "num_slots": num_slots or cfg.model.eval_num_slots
                     or cfg.model.num_slots, "eval_seconds": round(time.perf_counter() - start, 2)})
-    target = Path(out) if out else run_dir / ("metrics.json" if split == "test" else f"metrics_{split}.json")
-    previous = json.loads(target.read_text()) if target.is_file() else {}
+    metrics.update(extra or {})
+    own = out is None and ckpt == run_dir / "checkpoints" / "last.ckpt"
+    previous = (_read_previous(target) or {}) if own else {}
     for key in ("train_seconds", "train_steps", "train_images_per_s", "precision"):  # keep what training recorded
         if key in previous:
             metrics[key] = previous[key]
     write_json(target, metrics)
     metrics["_path"] = str(target)
     return metrics
+
+
+def _metrics_target(run_dir: Path, ckpt: Path, split: str, out) -> Path:
+    """Where the metrics go (see :func:`evaluate`); an ``out`` that would replace a checkpoint, config, data
+    or anything but a metrics JSON object is refused before evaluating."""
+    if out is not None:
+        target = check_output_file(out, "metrics", (".json",), inputs=(ckpt, run_dir / "config.yaml"))
+        if target.is_file() and not isinstance(_read_previous(target), dict):
+            raise RunError(f"{target}: exists and is not a metrics JSON file; refusing to replace it")
+        return target
+    name = "metrics.json" if split == "test" else f"metrics_{split}.json"
+    if ckpt != run_dir / "checkpoints" / "last.ckpt":  # a step checkpoint never replaces the run's metrics
+        name = f"metrics_{split}_{safe_name(ckpt.stem, 'checkpoint')}.json"
+    return run_dir / name
+
+
+def _read_previous(target: Path) -> dict | None:
+    """The metrics already in ``target`` ({} when absent; None when it is not a readable JSON object)."""
+    if not target.is_file():
+        return {}
+    try:
+        data = load_json(target, "metrics file")
+    except UserError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def visualize(path: str | os.PathLike, out_dir: str | os.PathLike, split: str = "test", num_images: int = 8,
@@ -93,6 +122,7 @@ def visualize(path: str | os.PathLike, out_dir: str | os.PathLike, split: str = 
     run_dir, ckpt, cfg = find_run(path)
     dataset = open_split(cfg, split)
     module = load_module(ckpt, cfg)
+    num_slots = inference_slots(module, num_slots)
     out_dir = Path(out_dir)
     problem = unwritable_reason(out_dir)
     if problem:

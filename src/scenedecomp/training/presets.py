@@ -35,13 +35,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..errors import BadConfig
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # packaged: src/scenedecomp/configs/*.yaml
 GROUPS = ("model", "dataset")  # fragment folders under CONFIG_DIR
 BASE = "preset"  # defaults: {preset: NAME} starts from another preset
 OVERRIDE_DIR = "override"  # CONFIG_DIR/override/MODEL+DATASET.yaml
 
 
-class PresetError(ValueError):
+class PresetError(BadConfig, ValueError):
     """A preset file cannot be found, read or composed (one-line message)."""
 
 
@@ -55,28 +57,34 @@ def list_fragments(group: str) -> list[str]:
 
 
 def preset_path(name_or_path: str | Path) -> Path:
-    """Resolve a preset name (``monet-demo``) or a YAML path to an existing file."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
+    """Resolve a preset name (``monet-demo``) or a YAML path to an existing regular file."""
+    path = Path(name_or_path).expanduser()
+    packaged = CONFIG_DIR / f"{name_or_path}.yaml"
+    if path.suffix not in (".yaml", ".yml") and len(path.parts) == 1 and packaged.is_file():
+        return packaged
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1 or path.exists() or path.is_symlink():
+        if path.is_dir():
+            raise PresetError(f"{path}: is a directory, not a config file (give a preset name or a .yaml file)")
+        if path.exists() and not path.is_file():
+            raise PresetError(f"{path}: is not a regular file (give a preset name or a .yaml file)")
+        if not path.exists():
             raise PresetError(f"{path}: no such config file")
         return path
-    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
     raise PresetError(f"unknown preset {str(name_or_path)!r}; known presets: {', '.join(list_presets())}")
 
 
 def read_yaml(path: Path) -> DictConfig:
-    """A YAML file whose top level is a mapping."""
+    """A YAML file whose top level is a mapping, read by the one bounded loader (:func:`~..safeio.load_yaml`)."""
+    from ..safeio import load_yaml
+
+    loaded = load_yaml(path, "config file", error=PresetError)
+    if not isinstance(loaded, dict):
+        kind = "empty file" if loaded is None else type(loaded).__name__
+        raise PresetError(f"{path}: the top level must be a mapping of settings (key: value), not a {kind}")
     try:
-        loaded = OmegaConf.load(path)
-    except Exception as err:  # yaml syntax errors
-        raise PresetError(f"{path}: cannot parse YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(loaded, DictConfig):
-        raise PresetError(f"{path}: the top level must be a mapping of settings (key: value), "
-                          f"not a {type(loaded).__name__.removesuffix('Config').lower()}")
-    return loaded
+        return OmegaConf.create(loaded)
+    except Exception as err:  # noqa: BLE001 - OmegaConf refuses some keys (non-string, interpolation errors)
+        raise PresetError(f"{path}: cannot read the settings ({str(err).splitlines()[0]})") from None
 
 
 def _defaults(path: Path, body: DictConfig) -> dict[str, str]:

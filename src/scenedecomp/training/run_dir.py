@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
+from ..errors import BadRun
 from .config import RunConfig
 from .safety import atomic_write_text
 
 
-class RunError(ValueError):
+class RunError(BadRun, ValueError):
     """A run cannot be started, found or loaded (one-line message)."""
 
 

@@ -8,13 +8,16 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
 import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import torch
+from lightning.pytorch import Callback as L_Callback
 
+from ..errors import Interrupted, UserError
 from .checkpoint import read_checkpoint
 from .config import ConfigError, RunConfig, to_yaml
 from .evaluate import evaluate, visualize
@@ -42,16 +45,64 @@ def train(cfg: RunConfig, overwrite: bool = False, resume: bool = False, quiet: 
     becomes a one-line :class:`RunError`. ``quiet`` also silences Lightning's info lines and warnings.
     Returns the test metrics (also written to ``metrics.json``).
     """
+    lock = RunLock(Path(cfg.out_dir).expanduser() / f".{cfg.name}.lock")
     with _quiet_lightning(quiet):
         try:
-            return _train(cfg, overwrite, resume, quiet)
+            return _train(cfg, overwrite, resume, quiet, lock)
         except DivergenceError as err:
             raise RunError(str(err)) from None
+        except UserError as err:  # one re-raised from a DataLoader worker carries the worker's traceback
+            line = _worker_failure(err)
+            if line is None:
+                raise
+            raise RunError(line) from None
         except Exception as err:  # noqa: BLE001 - only DataLoader worker failures are translated
             line = _worker_failure(err)
             if line is None:
                 raise
             raise RunError(line) from None
+        finally:
+            lock.release()
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<out_dir>/.<name>.lock`` while a process writes the run directory, so that
+    a second ``train`` of the same run (``--overwrite`` or ``--resume``) is refused instead of deleting or
+    mixing the first one's files. The lock file is removed on release."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, run_dir: Path) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):  # the file may be removed by the previous holder between open and flock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise RunError(f"{run_dir}: another scenedecomp process is training this run; wait for it to "
+                               f"end or choose another name=") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return
+            os.close(fd)
+        raise RunError(f"{run_dir}: could not lock the run directory")
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            os.close(self.fd)
+            self.fd = None
 
 
 def _worker_failure(err: BaseException) -> str | None:
@@ -97,12 +148,14 @@ def prepare_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> Path:
     exists = run_dir.exists() and any(run_dir.iterdir()) if run_dir.is_dir() else run_dir.exists()
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir}: exists and is not a directory")
+    if exists and not (overwrite or resume) and aborted_start(run_dir):
+        overwrite = True  # a start that ended before its first checkpoint (Ctrl-C, a bad first step) is redone
     if exists and not (overwrite or resume):
         raise RunError(f"{run_dir}: run directory already exists; pass --overwrite, --resume, or another name=")
     if resume and not (run_dir / "checkpoints" / "last.ckpt").is_file():
         raise RunError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
-    if resume:  # refuse a crafted or foreign checkpoint before Lightning unpickles it
-        read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    if resume:  # refuse a crafted or foreign checkpoint before Lightning unpickles it, and another model
+        _check_resume_config(cfg, run_dir, read_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
     if exists and overwrite and not resume and not (run_dir / RUN_MARKER).is_file():
         raise RunError(f"{run_dir}: refusing to overwrite a directory that is not a scenedecomp run "
                        f"(no {RUN_MARKER} marker file)")
@@ -112,7 +165,13 @@ def prepare_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> Path:
     return run_dir
 
 
-def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
+def aborted_start(run_dir: Path) -> bool:
+    """True for a run directory of ours that ended before its first checkpoint (nothing to resume or keep)."""
+    return (run_dir / RUN_MARKER).is_file() and not (run_dir / "checkpoints" / "last.ckpt").exists() \
+        and not (run_dir / "metrics.json").exists()
+
+
+def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool, lock: RunLock) -> dict:
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
@@ -123,6 +182,8 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     # directory that rank 0 prepares and writes; it only trains
     secondary = secondary_process()
     run_dir = Path(cfg.out_dir).expanduser() / cfg.name if secondary else prepare_run_dir(cfg, overwrite, resume)
+    if not secondary and not resume and run_dir.is_dir() and aborted_start(run_dir):
+        overwrite = True
     tune_malloc()
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator, cfg.model.name)
     if cfg.trainer.num_threads:
@@ -136,6 +197,8 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
         module = SceneDecompModule.from_config(cfg, in_channels, image_size, background)
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
+    if resume:  # an edited config.yaml (another K, size or model) is refused before any file is rewritten
+        _check_resume(run_dir, module)
 
     from .callbacks import DecompositionImageCallback, HistoryCallback, warm_ema_avg_fn
 
@@ -154,6 +217,7 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
         HistoryCallback(run_dir / "history.jsonl", cfg.data.batch_size),
         DecompositionImageCallback(fixed_images, t.image_log_every_n_steps),
         LearningRateMonitor(logging_interval="step"),
+        interrupt_saver := InterruptCheckpoint(run_dir / "checkpoints" / "last.ckpt"),
     ]
     if t.ema_decay is not None:  # checkpoints then hold the averaged weights as ``state_dict``
         from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
@@ -167,11 +231,23 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
 
     start_step = int(read_checkpoint(run_dir / "checkpoints" / "last.ckpt").get("global_step", 0)) if resume else 0
     if not secondary:
+        lock.acquire(run_dir)
         _start_run_dir(cfg, run_dir, overwrite, resume, precision, start_step)
 
     start = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader,
-                ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if resume else None, weights_only=True)
+    previous_sigint = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, train_loader, val_loader,
+                    ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if resume else None, weights_only=True)
+    except SystemExit:  # Lightning ends the process after Ctrl-C / SIGTERM (InterruptCheckpoint saved first)
+        _restore_signal(previous_sigint)
+        saved = run_dir / "checkpoints" / "last.ckpt"
+        if interrupt_saver.saved:
+            raise Interrupted(f"training interrupted at step {trainer.global_step}; checkpoint saved to {saved}; "
+                              f"continue with: scenedecomp train --config {run_dir / 'config.yaml'} --resume") from None
+        raise Interrupted(f"training interrupted at step {trainer.global_step}; no checkpoint was saved "
+                          f"({interrupt_saver.problem or 'nothing to save'}); rerun to start again") from None
+    _restore_signal(previous_sigint)
     train_seconds = time.perf_counter() - start
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # full state, for --resume
     if not trainer.is_global_zero:
@@ -188,6 +264,87 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool) -> dict:
     if history:
         save_figure(curve_figure(history), run_dir / "figures" / "validation_curve.png")
     return metrics
+
+
+def _restore_signal(handler) -> None:
+    """Lightning ignores SIGINT after an interrupt and never restores it; put back the handler from before."""
+    with contextlib.suppress(ValueError, TypeError):
+        signal.signal(signal.SIGINT, handler if handler is not None else signal.default_int_handler)
+
+
+def _check_resume_config(cfg: RunConfig, run_dir: Path, state: dict) -> None:
+    """``--resume`` continues the same model: its settings and image size must be the checkpoint's."""
+    from dataclasses import asdict
+
+    from .checkpoint import _config_from_dict
+
+    stored = (state.get("hyper_parameters") or {}).get("config")
+    if not isinstance(stored, dict):
+        raise RunError(f"{run_dir}: cannot resume: the checkpoint holds no scenedecomp config")
+    try:
+        trained = _config_from_dict(stored)
+    except Exception as err:  # noqa: BLE001 - ConfigError, OmegaConf errors: a damaged stored config
+        raise RunError(f"{run_dir}: cannot resume: the checkpoint's config is unreadable "
+                       f"({str(err).splitlines()[0][:160]})") from None
+    now, then = _flat(asdict(cfg.model), "model."), _flat(asdict(trained.model), "model.")
+    changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+    size = (state.get("hyper_parameters") or {}).get("image_size", trained.data.image_size)
+    if cfg.data.image_size != size:
+        changed.insert(0, "data.image_size")
+        now["data.image_size"], then["data.image_size"] = cfg.data.image_size, size
+    if changed:
+        key = changed[0]
+        raise RunError(f"{run_dir}: cannot resume: the config changes {key} ({then.get(key)} in the checkpoint, "
+                       f"{now.get(key)} now)" + (f" and {len(changed) - 1} more setting(s)" if len(changed) > 1
+                                                  else "") + "; resume with the run's own settings")
+
+
+def _flat(tree: dict, prefix: str) -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value)
+    return out
+
+
+def _check_resume(run_dir: Path, module) -> None:
+    """The checkpoint to resume must fit the config's model exactly (same keys and shapes)."""
+    state = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    stored = (state.get("hyper_parameters") or {}).get("config") or {}
+    trained_size = (state.get("hyper_parameters") or {}).get("image_size")
+    if trained_size is not None and trained_size != module.hparams.get("image_size"):
+        raise RunError(f"{run_dir}: cannot resume: the checkpoint was trained on {trained_size}x{trained_size} images "
+                       f"but the config says data.image_size: {module.hparams.get('image_size')}")
+    if isinstance(stored, dict) and (stored.get("model") or {}).get("name") not in (None, module.cfg.model.name):
+        raise RunError(f"{run_dir}: cannot resume: the checkpoint holds a {stored['model']['name']} model but the "
+                       f"config says model.name: {module.cfg.model.name}")
+    try:
+        module.load_state_dict(state["state_dict"], strict=True)
+    except RuntimeError as err:
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), "the weights differ")
+        raise RunError(f"{run_dir}: cannot resume: the checkpoint does not fit the config's model "
+                       f"({detail[:200]})") from None
+
+
+class InterruptCheckpoint(L_Callback):
+    """On Ctrl-C / SIGTERM (Lightning's ``on_exception`` with KeyboardInterrupt) rank 0 saves the full
+    training state to ``last.ckpt``, so ``--resume`` continues from the step reached."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.saved = False
+        self.problem: str | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
+            return
+        try:
+            trainer.save_checkpoint(self.path, weights_only=False)
+            self.saved = True
+        except Exception as err:  # noqa: BLE001 - report, do not mask the interrupt
+            self.problem = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
 
 
 def secondary_process() -> bool:
@@ -230,9 +387,19 @@ def _truncate_history(path: Path, step: int) -> None:
     """Keep the rows of ``history.jsonl`` up to ``step`` (atomically)."""
     if path.is_file():
         rows = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = [line for line in rows if json.loads(line).get("step", 0) <= step]
+        kept = [line for line in rows if _row_step(line) <= step]
         if len(kept) != len(rows):
             atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _row_step(line: str) -> float:
+    """The step of a ``history.jsonl`` row; a damaged row counts as after every step (it is dropped)."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return float("inf")
+    step = row.get("step", 0) if isinstance(row, dict) else None
+    return step if isinstance(step, int | float) else float("inf")
 
 
 def _make_trainer(cfg: RunConfig, run_dir: Path, precision: str, callbacks: list, quiet: bool):

@@ -36,12 +36,13 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
     """
     from ..viz.figures import save_figure
     from ..viz.traversals import choose_traversal, component_figure, traversal_figure, traverse
-    from .checkpoint import find_run, load_module
+    from .checkpoint import find_run, inference_slots, load_module
     from .loaders import open_split
     from .run_dir import RunError
 
     run_dir, ckpt, cfg = find_run(path)
     module = load_module(ckpt, cfg)
+    num_slots = inference_slots(module, num_slots)
     model = module.model
     k = num_slots or module.eval_num_slots
     if top is not None and top < 1:
@@ -69,14 +70,18 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
                            f"(0..{len(dataset) - 1})")
         picture, label = dataset[index]["image"], f"{split}{index}"
     else:
+        from PIL import Image
+
         from ..decomposition import _model_geometry, read_image
 
         file = Path(image)
         try:
             picture = read_image(file, *_model_geometry(module)).image
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise RunError(f"--image {file}: not a readable image ({str(err).splitlines()[0][:120]})") from None
-        label = file.stem
+        from ..safeio import safe_name
+
+        label = safe_name(file.stem, "image")
     try:
         data = traverse(model, picture, slot=slot, top=top, num_slots=k, sigma=sigma, value_range=value_range)
     except ValueError as err:
@@ -97,7 +102,7 @@ def write_samples(path: str | os.PathLike, out_dir: str | os.PathLike, split: st
     component VAE only (MONet and its one-pass variants)."""
     from ..viz.figures import save_figure
     from ..viz.traversals import largest_foreground_slot, swap_figure, swap_slots
-    from .checkpoint import find_run, load_module
+    from .checkpoint import find_run, inference_slots, load_module
     from .loaders import open_split
     from .run_dir import RunError
 
@@ -108,7 +113,7 @@ def write_samples(path: str | os.PathLike, out_dir: str | os.PathLike, split: st
     model = module.model
     if not hasattr(model, "component"):
         raise RunError(f"--samples: {cfg.model.name} has no component VAE to decode slot latents with")
-    k = num_slots or module.eval_num_slots
+    k = inference_slots(module, num_slots) or module.eval_num_slots
     dataset = open_split(cfg, split)
     n = min(2 * num_swaps, len(dataset) - len(dataset) % 2)
     if n < 2:

@@ -1,0 +1,168 @@
+"""Reading and writing files a user hands us, with bounds: the one YAML loader, bounded reads that follow
+no symlink, output names derived from input names, and the checks that keep every write inside its
+output folder and away from checkpoints, configs and inputs.
+
+Only the standard library, PyYAML and OmegaConf's YAML loader are imported here (no torch), so the
+command line can use it before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+from .errors import BadConfig, BadInput, ResourceLimit, one_line
+
+# ----------------------------------------------------------------------------------------------- bounds
+MAX_PIXELS = 40_000_000  # an image with more pixels (read from its header) is not decoded
+MAX_SLOTS = 128  # K, in configs and at inference
+MAX_IMAGE_SIZE = 1024  # data.image_size
+MAX_BATCH_SIZE = 4096  # data.batch_size, --batch-size
+MAX_TEXT_BYTES = 4 << 20  # a YAML or JSON file we parse
+MAX_EMBED_BYTES = 64 << 20  # one file inlined into a report
+MAX_YAML_NODES = 10_000  # YAML nodes after alias expansion ("billion laughs")
+
+
+def check_bound(what: str, value: int, low: int, high: int) -> int:
+    """``value`` if ``low <= value <= high``; else :class:`BadInput` (below) or :class:`ResourceLimit` (above)."""
+    if value < low:
+        raise BadInput(f"{what} must be at least {low}, got {value}")
+    if value > high:
+        raise ResourceLimit(f"{what}: {value} is above the limit of {high}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def read_bytes(path: str | os.PathLike, limit: int, what: str = "file", follow_symlinks: bool = False) -> bytes:
+    """The bytes of the regular file ``path`` (at most ``limit``); a symlink (unless ``follow_symlinks``),
+    a device, a FIFO or a directory is refused with :class:`BadInput`, a larger file with
+    :class:`ResourceLimit`. Never blocks on a FIFO and never reads more than ``limit + 1`` bytes."""
+    path = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0))
+    if not follow_symlinks and path.is_symlink():
+        raise BadInput(f"{path}: {what} is a symbolic link; not followed")
+    try:
+        fd = os.open(path, flags)
+    except OSError as err:
+        raise BadInput(f"{path}: cannot read {what} ({err.strerror or err})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise BadInput(f"{path}: {what} is {kind}")
+        if info.st_size > limit:
+            raise ResourceLimit(f"{path}: {what} is {info.st_size} bytes, above the limit of {limit}")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise ResourceLimit(f"{path}: {what} is larger than the limit of {limit} bytes")
+        return b"".join(chunks)
+    except OSError as err:
+        raise BadInput(f"{path}: cannot read {what} ({err.strerror or err})") from None
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str | os.PathLike, what: str = "file", limit: int = MAX_TEXT_BYTES) -> str:
+    data = read_bytes(path, limit, what, follow_symlinks=True)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: {what} is not UTF-8 text") from None
+
+
+def parse_yaml(text: str, source: str, error=BadConfig) -> Any:
+    """Parse YAML ``text`` with OmegaConf's safe loader (no Python tags) and a fixed cap on the nodes after
+    alias expansion (no environment variable lifts it); any problem is one line of ``error``."""
+    import yaml
+    from omegaconf._yaml import get_yaml_loader
+
+    if len(text) > MAX_TEXT_BYTES:
+        raise ResourceLimit(f"{source}: {len(text)} characters of YAML, above the limit of {MAX_TEXT_BYTES}")
+    try:
+        return yaml.load(text, Loader=get_yaml_loader(max_yaml_expanded_nodes=MAX_YAML_NODES))  # noqa: S506
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or one_line(err)
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise error(f"{source}: cannot parse YAML: {one_line(problem)}{where}") from None
+    except RecursionError:
+        raise error(f"{source}: cannot parse YAML: nested too deeply") from None
+
+
+def load_yaml(path: str | os.PathLike, what: str = "YAML file", error=BadConfig) -> Any:
+    """The one way a YAML file is read: a bounded read of a regular file, then :func:`parse_yaml`."""
+    return parse_yaml(read_text(path, what), str(path), error)
+
+
+def load_json(path: str | os.PathLike, what: str = "JSON file", limit: int = MAX_TEXT_BYTES) -> Any:
+    """A bounded read of a JSON file; damaged JSON is one line of :class:`BadInput`."""
+    text = read_text(path, what, limit)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise BadInput(f"{path}: {what} is not valid JSON ({one_line(err)})") from None
+
+
+# ----------------------------------------------------------------------------------------------- writing
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+
+
+def safe_name(name: str, fallback: str = "item", limit: int = 120) -> str:
+    """A file or folder name derived from ``name`` that stays one level down: separators, control and
+    reserved characters become ``_``, leading dots and spaces are dropped (no ``..``, no hidden files),
+    and an empty result becomes ``fallback``."""
+    cleaned = _UNSAFE.sub("_", str(name)).lstrip(". ").rstrip(" ")[:limit]
+    return cleaned if cleaned and cleaned not in (".", "..") else fallback
+
+
+def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """True if ``path`` resolves (symlinks followed) to ``root`` or somewhere below it."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return path == root or root in path.parents
+
+
+def check_inside(path: str | os.PathLike, root: str | os.PathLike) -> Path:
+    if not is_inside(path, root):
+        raise BadInput(f"{path}: output would be written outside {root}; refused")
+    return Path(path)
+
+
+PROTECTED_SUFFIXES = (".ckpt", ".pt", ".pth", ".yaml", ".yml", ".h5", ".hdf5", ".tfrecord", ".tfrecords", ".npz",
+                      ".gz", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+PROTECTED_NAMES = ("env.json", "history.jsonl", ".scenedecomp-run", "skipped_steps.jsonl", "nonfinite_batch.json")
+
+
+def check_output_file(target: str | os.PathLike, what: str, allowed_suffixes: tuple[str, ...],
+                      inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Refuse an output file that would replace a checkpoint, config, data file, run file or one of
+    ``inputs``, or that has a suffix not in ``allowed_suffixes``; returns the path."""
+    target = Path(target).expanduser()
+    if target.is_dir():
+        raise BadInput(f"{target}: is a directory; give a file path for the {what}")
+    suffix = target.suffix.lower()
+    if suffix not in allowed_suffixes:
+        raise BadInput(f"{target}: the {what} must be a {' or '.join(allowed_suffixes)} file")
+    if target.exists() or target.is_symlink():
+        if target.is_symlink() or not target.is_file():
+            raise BadInput(f"{target}: exists and is not a regular file; refusing to replace it with the {what}")
+        if target.name in PROTECTED_NAMES or suffix in PROTECTED_SUFFIXES:
+            raise BadInput(f"{target}: refusing to replace this file with the {what}")
+    for source in inputs:
+        if Path(source).exists() and target.resolve() == Path(source).resolve():
+            raise BadInput(f"{target}: is an input of this command; refusing to replace it with the {what}")
+    return target
+
+
+__all__ = ["MAX_BATCH_SIZE", "MAX_IMAGE_SIZE", "MAX_PIXELS", "MAX_SLOTS", "check_bound", "check_inside",
+           "check_output_file", "is_inside", "load_json", "load_yaml", "parse_yaml", "read_bytes", "read_text",
+           "safe_name"]
