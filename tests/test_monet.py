@@ -240,22 +240,35 @@ def test_detached_mask_input_leaves_the_attention_only_the_direct_gradient():
     assert all(g.abs().sum() > 0 for g in got)
 
 
-def test_geco_mask_kl_weighs_the_mask_kl_with_lambda():
+def test_geco_scope_component_weighs_the_component_vae_with_lambda():
+    """geco_scope=component: lambda multiplies beta * KL(z) and the component VAE's mask term too, while the
+    attention's gradient is the one it gets when lambda weighs the likelihood alone."""
     images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    model = tiny_monet(extra=["model.loss.geco_mse_target=1e-4", "model.loss.geco_rate=0.5",
-                              "model.loss.geco_max_weight=4", "model.loss.geco_mask_kl=true",
-                              "model.loss.gamma=2"]).train()
-    for _ in range(3):
-        out = model(images)
-        weight, terms = out.loss_terms["geco_lambda"], out.loss_terms
-        torch.testing.assert_close(out.loss, weight * terms["nll"] + 0.5 * terms["kl_z"]
-                                   + 2 * weight * terms["kl_mask"])
-    assert weight.item() > 1  # the mask KL's weight did grow with lambda
+    geco = ["model.loss.geco_mse_target=1e-4", "model.loss.geco_rate=0.5", "model.loss.geco_max_weight=4",
+            "model.component.detach_mask_input=true", "model.loss.gamma_decoder=2"]
+    grads = {}
+    for scope in ("likelihood", "component"):
+        model = tiny_monet(extra=[*geco, f"model.loss.geco_scope={scope}"]).train()
+        for _ in range(3):  # lambda grows above 1
+            model.zero_grad()
+            torch.manual_seed(1)
+            out = model(images)
+            out.loss.backward()
+        weight, t = out.loss_terms["geco_lambda"], out.loss_terms
+        assert weight.item() > 1
+        if scope == "component":
+            expected = weight * t["nll"] + weight * 0.5 * t["kl_z"] + 2 * weight * t["kl_mask"]
+        else:
+            expected = weight * t["nll"] + 0.5 * t["kl_z"] + 2 * t["kl_mask"]
+        torch.testing.assert_close(out.loss, expected)
+        grads[scope] = {n: p.grad.clone() for n, p in model.named_parameters() if n.startswith("attention.")}
+    for n, g in grads["likelihood"].items():
+        torch.testing.assert_close(g, grads["component"][n], msg=n)
     model.eval()
-    with torch.no_grad():  # evaluation reports the unweighted loss
+    with torch.no_grad():  # evaluation reports the unweighted paper loss
         out = model(images)
     torch.testing.assert_close(out.loss, out.loss_terms["nll"] + 0.5 * out.loss_terms["kl_z"]
-                               + 2 * out.loss_terms["kl_mask"])
+                               + 0.5 * out.loss_terms["kl_mask"])
 
 
 def test_gamma_decoder_weighs_the_component_vae_only():

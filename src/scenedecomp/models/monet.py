@@ -25,11 +25,18 @@ NLL weighs more (as if sigma were ``sigma / sqrt(lambda)``); once they meet it t
 ``loss.gamma_decoder`` (not in the paper; off by default) sets the weight of the mask KL for the component
 VAE alone: the training loss gains ``(gamma_decoder - gamma) * KL(sg(m) || softmax(mask_logits))`` with the
 attention masks detached (``sg``), so the attention's gradient is the paper's ``gamma`` while the encoder and
-decoder learn to decode the masks at ``gamma_decoder``; with ``loss.geco_mask_kl`` that weight is also
-multiplied by GECO's ``lambda``. The image likelihood weighs ~50 per squared unit of error per pixel and
-channel (``1 / 2 sigma^2``), the mask KL at most a few nats per pixel, and the decoder and the latent are
-shared by both: at ``gamma = 0.5`` (and more so at a GECO ``lambda`` of 64) the decoded masks stay near
-each slot's average area and the latent carries colour only.
+decoder learn to decode the masks at ``gamma_decoder``. The image likelihood weighs ~50 per squared unit of
+error per pixel and channel (``1 / 2 sigma^2``), the mask KL at most a few nats per pixel, and the decoder and
+the latent are shared by both: at ``gamma = 0.5`` the decoded masks stay near each slot's average area and
+the latent carries colour only.
+
+``loss.geco_scope`` says what GECO's ``lambda`` multiplies: ``likelihood`` (default) the NLL only, as above;
+``component`` also the component VAE's ``beta * KL(z)`` and its mask term (``gamma_decoder``), i.e. the training
+loss is ``lambda * (nll + beta * kl_z) + gamma * kl_mask + (lambda * gamma_decoder - gamma) * kl_mask(sg(m))``.
+The attention then learns from ``lambda * nll + gamma * kl_mask`` as with ``likelihood``, while the component
+VAE keeps the paper's balance of likelihood, KL(z) and masks whatever ``lambda`` is: when ``lambda`` (up to
+64) weighs the likelihood alone, KL(z) becomes negligible, every latent dimension fills with detail and the
+decoded masks do not learn a layout.
 
 Likelihood choice (``loss.likelihood``):
 
@@ -63,6 +70,11 @@ class Likelihood(Choice):  # see the module docstring
     per_channel = "per_channel"
 
 
+class GecoScope(Choice):  # what GECO's lambda multiplies (see the module docstring)
+    likelihood = "likelihood"
+    component = "component"
+
+
 @dataclass
 class LossConfig:
     """``model.loss``: MONet's loss weights and options (see the module docstring)."""
@@ -85,9 +97,9 @@ class LossConfig:
     # the weight of KL(masks || decoded masks) for the component VAE (not in the paper; None: gamma). The
     # attention keeps gamma: the extra weight reaches the encoder and decoder only (the masks are detached in it)
     gamma_decoder: float | None = None
-    # GECO's lambda also multiplies the component VAE's mask weight (gamma_decoder, or gamma), so that the
-    # decoded masks keep their weight against the image likelihood as lambda grows
-    geco_mask_kl: bool = False
+    # what GECO's lambda weighs (see the module docstring): the image likelihood only (likelihood), or also
+    # the component VAE's KL(z) and mask terms (component), so that only the attention's balance changes
+    geco_scope: GecoScope = GecoScope.likelihood
 
 
 @dataclass
@@ -248,11 +260,11 @@ class MONet(nn.Module):
         if loss_cfg.geco_mse_target is not None and self.training:
             nll_weight = self._geco_update((recon.detach() - image).pow(2).mean())
             terms["geco_lambda"] = nll_weight
-        per_image = nll_weight * nll + beta * kl_z + loss_cfg.gamma * kl_m
+        component_weight = nll_weight if loss_cfg.geco_scope == GecoScope.component else 1.0
+        per_image = nll_weight * nll + component_weight * beta * kl_z + loss_cfg.gamma * kl_m
         if self.training:
             decoder_weight = loss_cfg.gamma if loss_cfg.gamma_decoder is None else loss_cfg.gamma_decoder
-            if loss_cfg.geco_mask_kl:
-                decoder_weight = decoder_weight * nll_weight
+            decoder_weight = decoder_weight * component_weight
             if not (isinstance(decoder_weight, float) and decoder_weight == loss_cfg.gamma):
                 # the component VAE's mask reconstruction at decoder_weight; the attention's gradient stays gamma
                 per_image = per_image + (decoder_weight - loss_cfg.gamma) * mask_kl(log_masks.detach(), mask_logits)
