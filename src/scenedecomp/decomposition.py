@@ -247,11 +247,11 @@ def _check_num_slots(module, num_slots: int | None) -> None:
         return
     if num_slots < 2:
         raise DecomposeError(f"--num-slots: K must be at least 2, got {num_slots}")
-    attention = getattr(module.model, "attention", None)
-    if attention is not None and getattr(attention, "recurrent", True) is False \
-            and num_slots != module.cfg.model.num_slots:
-        raise DecomposeError(f"--num-slots {num_slots}: this attention network was trained with a fixed "
-                             f"K={module.cfg.model.num_slots}")
+    from .models import fixed_num_slots
+
+    fixed = fixed_num_slots(module.model)
+    if fixed is not None and num_slots != fixed:
+        raise DecomposeError(f"--num-slots {num_slots}: this attention network was trained with a fixed K={fixed}")
 
 
 def _tensor_inputs(images: torch.Tensor, channels: int, size: tuple[int, int]) -> list[_Input]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..models import fixed_num_slots
 from .checkpoint import find_run, load_module
 from .loaders import make_loader, open_split
 from .module import SceneDecompModule, batch_metrics
@@ -64,10 +65,9 @@ def evaluate(path: str | os.PathLike, split: str = "test", num_slots: int | None
         cfg.data.eval_batch_size = batch_size
     dataset = open_split(cfg, split)
     module = load_module(ckpt, cfg)
-    if num_slots is not None and getattr(module.model.attention, "recurrent", True) is False \
-            and num_slots != cfg.model.num_slots:
-        raise RunError(f"--num-slots {num_slots}: this attention network was trained with a fixed "
-                       f"K={cfg.model.num_slots}")
+    fixed = fixed_num_slots(module.model)
+    if num_slots is not None and fixed is not None and num_slots != fixed:
+        raise RunError(f"--num-slots {num_slots}: this attention network was trained with a fixed K={fixed}")
     start = time.perf_counter()
     metrics = evaluate_module(module, make_loader(cfg, dataset, train=False),
                               getattr(dataset, "background_labels", (0,)), num_slots, progress=progress)
