@@ -190,3 +190,16 @@ def test_presets_state_the_published_settings():
         assert cfg.model.slot_attention.decoder_broadcast is None and cfg.model.latent_dim == 64
     demo = load_config("sa-demo")
     assert (demo.data.name, demo.data.image_size, demo.model.num_slots) == ("multi_sprites", 32, 5)
+
+
+def test_the_step_benchmark_builds_slot_attention_with_its_own_layout_key():
+    from scenedecomp.bench.monet_step import build_training_step, channels_last_key
+
+    assert channels_last_key("sa-demo", []) == "model.slot_attention.channels_last"
+    assert channels_last_key("monet-demo", []) == "model.component.channels_last"
+    model, images, step = build_training_step("sa-demo", [*TINY[1:], "model.slot_attention.channels_last=false"],
+                                              16, 2, torch.device("cpu"), bf16=True)
+    before = model.decoder.first.weight.detach().clone()
+    step()
+    assert isinstance(model, SlotAttention) and not model.decoder.channels_last
+    assert not torch.equal(before, model.decoder.first.weight)
