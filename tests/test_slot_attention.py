@@ -203,3 +203,14 @@ def test_the_step_benchmark_builds_slot_attention_with_its_own_layout_key():
     step()
     assert isinstance(model, SlotAttention) and not model.decoder.channels_last
     assert not torch.equal(before, model.decoder.first.weight)
+
+
+def test_evaluation_is_deterministic_and_training_samples_new_slots():
+    model = tiny_sa()
+    images = _images()
+    with torch.no_grad():
+        model.train()
+        assert not torch.equal(model(images).latents, model(images).latents)
+        model.eval()
+        torch.testing.assert_close(model(images).latents, model(images).latents, rtol=0, atol=0)
+        torch.testing.assert_close(model(images, 4).log_masks, model(images, 4).log_masks, rtol=0, atol=0)

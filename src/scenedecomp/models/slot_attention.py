@@ -19,7 +19,8 @@ Returned as a :class:`ModelOutput`: ``log_masks`` = log_softmax of the alpha log
 ``[B,K,D]``, the loss term ``mse`` (in the [-1, 1] range the loss uses: 4x the [0, 1] MSE).
 
 K is a forward argument: the weights do not depend on it, so a model trained with K slots can be run
-with any other K.
+with any other K. The initial slots are sampled afresh while training; in eval mode the noise comes from a
+generator seeded with 0 at every call, so evaluation is deterministic (as MONet's posterior means are).
 
 Options:
 
@@ -119,9 +120,10 @@ class SlotAttentionModule(nn.Module):
         nn.init.uniform_(self.slots_mu, -bound, bound)
         nn.init.uniform_(self.slots_log_sigma, -bound, bound)
 
-    def initial_slots(self, batch: int, num_slots: int) -> Tensor:
-        """``[B,K,D]`` samples ``mu + exp(log_sigma) * N(0, 1)``."""
-        noise = torch.randn(batch, num_slots, self.slot_dim, device=self.slots_mu.device, dtype=self.slots_mu.dtype)
+    def initial_slots(self, batch: int, num_slots: int, generator: torch.Generator | None = None) -> Tensor:
+        """``[B,K,D]`` samples ``mu + exp(log_sigma) * N(0, 1)`` (the noise from ``generator`` if given)."""
+        noise = torch.randn(batch, num_slots, self.slot_dim, device=self.slots_mu.device, dtype=self.slots_mu.dtype,
+                            generator=generator)
         return self.slots_mu + self.slots_log_sigma.exp() * noise
 
     def step(self, slots: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -137,11 +139,15 @@ class SlotAttentionModule(nn.Module):
 
     def forward(self, inputs: Tensor, num_slots: int, slots: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``inputs [B,N,C]`` -> ``(slots [B,K,D], attn [B,N,K])``; ``slots`` gives the initial slots
-        (default: sampled by :meth:`initial_slots`)."""
+        (default: sampled by :meth:`initial_slots`; in eval mode from a generator seeded with 0 at every
+        call, so evaluation is deterministic)."""
         inputs = self.norm_inputs(inputs)
         k, v = self.project_k(inputs), self.project_v(inputs)
         if slots is None:
-            slots = self.initial_slots(inputs.shape[0], num_slots)
+            generator = None
+            if not self.training:  # evaluation is deterministic: the same noise at every call
+                generator = torch.Generator(inputs.device).manual_seed(0)
+            slots = self.initial_slots(inputs.shape[0], num_slots, generator)
         attn = None
         for i in range(self.iterations):
             last = i == self.iterations - 1
