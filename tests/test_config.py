@@ -12,7 +12,7 @@ def test_every_preset_loads():
     assert "monet-demo" in names and "monet-multi-sprites" in names
     for name in names:
         cfg = load_config(name)
-        assert cfg.model.name in ("monet", "air")
+        assert cfg.model.name in ("monet", "air", "slot_attention")
 
 
 def test_paper_preset_values():
@@ -60,7 +60,7 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
 @pytest.mark.parametrize("override, allowed", [
     ("model.attention.type=unet", "unet_recurrent, resnet, resnet_skip"),
     ("model.init=xavier", "torch_default, trunc_normal_default, trunc_normal_kaiming"),
-    ("model.name=slot_attention", "monet, air"),
+    ("model.name=genesis", "monet, air, slot_attention"),
     ("model.air.composition=over", "additive, alpha"),
 ])
 def test_a_bad_choice_names_the_key_and_the_allowed_values(override, allowed):

@@ -1,4 +1,5 @@
-"""Training-step throughput of a model, in several execution settings side by side, in one run.
+"""Training-step throughput of a model (any model a preset names: MONet, AIR, Slot Attention), in several
+execution settings side by side, in one run.
 
 Each *variant* is measured in a fresh Python subprocess (the allocator setting cannot be undone inside
 a process, and a compiled model should not share caches with an eager one):
@@ -107,6 +108,14 @@ def build_training_step(preset: str | None, overrides: list[str] | tuple[str, ..
     return model, images, step
 
 
+def channels_last_key(preset: str | None, overrides: tuple[str, ...] | list[str]) -> str:
+    """The config key of the model's decoder memory layout (MONet's component decoder or Slot Attention's)."""
+    from ..training.config import load_config
+
+    name = load_config(preset, list(overrides)).model.name
+    return "model.slot_attention.channels_last" if name == "slot_attention" else "model.component.channels_last"
+
+
 def measure_variant(variant: str, preset: str | None, overrides: tuple[str, ...], image_size: int, num_slots: int,
                     batch_size: int, steps: int, warmup: int, device: str, threads: int | None) -> dict:
     """Time one variant in this process (call it in a fresh process: it may tune malloc)."""
@@ -117,9 +126,8 @@ def measure_variant(variant: str, preset: str | None, overrides: tuple[str, ...]
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
-    model, images, step = build_training_step(preset, [f"model.num_slots={num_slots}",
-                                                       f"model.component.channels_last={spec['channels_last']}",
-                                                       *overrides],
+    layout = f"{channels_last_key(preset, overrides)}={spec['channels_last']}"
+    model, images, step = build_training_step(preset, [f"model.num_slots={num_slots}", layout, *overrides],
                                               image_size, batch_size, dev, spec["precision"] == "bf16")
     flops = step_flops(model, images)
     if spec["compile"]:

@@ -3,7 +3,8 @@ into a module.
 
 Each model owns its settings: :class:`~scenedecomp.models.monet.MONetConfig` (with
 :class:`~scenedecomp.models.attention.AttentionConfig`, :class:`~scenedecomp.models.component_vae.ComponentConfig`
-and :class:`~scenedecomp.models.monet.LossConfig`) and :class:`~scenedecomp.models.air.AIRConfig`.
+and :class:`~scenedecomp.models.monet.LossConfig`), :class:`~scenedecomp.models.air.AIRConfig` and
+:class:`~scenedecomp.models.slot_attention.SlotAttentionConfig`.
 :class:`ModelConfig` assembles them under the dotted keys a config file uses (``model.attention.channels``,
 ``model.air.max_steps``, ...).
 """
@@ -21,17 +22,20 @@ from .component_vae import ComponentConfig
 from .init import InitScheme, initialize
 from .monet import LossConfig, MONet, MONetConfig
 from .output import ModelOutput
+from .slot_attention import SlotAttention, SlotAttentionConfig
 
 
 class ModelName(Choice):
     monet = "monet"  # MONet, MONet-RN50 / RN50* (by model.attention.type)
     air = "air"
+    slot_attention = "slot_attention"
 
 
 @dataclass
 class ModelConfig:
     """``model.*``: which model, K, and every model's own section (MONet reads num_slots, latent_dim,
-    attention, component and loss; AIR reads air, where ``K = air.max_steps + 1``)."""
+    attention, component and loss; AIR reads air, where ``K = air.max_steps + 1``; Slot Attention reads
+    num_slots, latent_dim (the slot size) and slot_attention)."""
 
     name: ModelName = ModelName.monet
     num_slots: int = 5
@@ -42,6 +46,7 @@ class ModelConfig:
     component: ComponentConfig = field(default_factory=ComponentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     air: AIRConfig = field(default_factory=AIRConfig)
+    slot_attention: SlotAttentionConfig = field(default_factory=SlotAttentionConfig)
 
     def monet(self) -> MONetConfig:
         """The settings MONet reads."""
@@ -50,11 +55,13 @@ class ModelConfig:
 
 
 def build_model(cfg: ModelConfig, in_channels: int = 3, image_size: int = 64) -> nn.Module:
-    """Build the model named by ``cfg.name`` (``monet`` or ``air``) and apply ``cfg.init``."""
+    """Build the model named by ``cfg.name`` (``monet``, ``air`` or ``slot_attention``) and apply ``cfg.init``."""
     if cfg.name == ModelName.monet:
         model: nn.Module = MONet(cfg.monet(), in_channels, image_size)
     elif cfg.name == ModelName.air:
         model = AIR(cfg.air, in_channels, image_size)
+    elif cfg.name == ModelName.slot_attention:
+        model = SlotAttention(cfg.slot_attention, cfg.num_slots, cfg.latent_dim, in_channels, image_size)
     else:
         raise ValueError(f"unknown model {cfg.name!r}")
     if cfg.init != InitScheme.torch_default:
@@ -62,5 +69,18 @@ def build_model(cfg: ModelConfig, in_channels: int = 3, image_size: int = 64) ->
     return model
 
 
+def fixed_num_slots(model: nn.Module) -> int | None:
+    """The K a built model must run with, or None when ``forward``'s ``num_slots`` may change it.
+
+    MONet's recurrent attention, AIR and Slot Attention take any K at inference; MONet's one-pass
+    attention (RN50 / RN50*) predicts a fixed number of masks.
+    """
+    attention = getattr(model, "attention", None)
+    if attention is not None and getattr(attention, "recurrent", True) is False:
+        return model.num_slots
+    return None
+
+
 __all__ = ["AIRConfig", "AttentionConfig", "ComponentConfig", "LossConfig", "MONetConfig", "ModelConfig",
-           "ModelName", "ModelOutput", "build_model"]
+           "ModelName", "ModelOutput", "SlotAttentionConfig", "build_model",
+           "fixed_num_slots"]

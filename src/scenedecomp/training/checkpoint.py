@@ -110,10 +110,11 @@ def inference_slots(module: SceneDecompModule, num_slots: int | None) -> int | N
 
     if num_slots is None:
         return None
+    from ..models import fixed_num_slots
+
     check_bound("K at inference (num_slots)", int(num_slots), 2, MAX_SLOTS)
-    attention = getattr(module.model, "attention", None)  # AIR and slot models have none: any K
-    trained = module.cfg.model.num_slots
-    if attention is not None and getattr(attention, "recurrent", True) is False and num_slots != trained:
+    fixed = fixed_num_slots(module.model)  # MONet's recurrent attention, AIR and Slot Attention: any K
+    if fixed is not None and num_slots != fixed:
         raise BadInput(f"K at inference (num_slots) {num_slots}: this attention network was trained with a "
-                       f"fixed K={trained}")
+                       f"fixed K={fixed}")
     return int(num_slots)

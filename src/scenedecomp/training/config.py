@@ -154,6 +154,8 @@ def validate(cfg: RunConfig) -> None:
                           "or resnet_skip); the recurrent U-Net has no trunk")
     if m.air.max_steps < 1:
         raise ConfigError(f"model.air.max_steps: N must be at least 1, got {m.air.max_steps}")
+    if m.name == "slot_attention":
+        _validate_slot_attention(cfg)
     if cfg.optim.name not in ("rmsprop", "adam", "adamw"):
         raise ConfigError(f"optim.name: unknown optimiser {cfg.optim.name!r}")
     if cfg.optim.schedule not in ("constant", "cosine", "exponential"):
@@ -203,6 +205,39 @@ def _check_bounds(cfg: RunConfig) -> None:
     for key, (value, high) in bounds.items():
         if value is not None and value > high:
             raise ConfigError(f"{key}: {value} is above the limit of {high}")
+
+
+def _validate_slot_attention(cfg: RunConfig) -> None:
+    """Slot Attention's layer lists fit together and the decoder can reach the image size."""
+    sa, size = cfg.model.slot_attention, cfg.data.image_size
+    counts = {"model.slot_attention.iterations": sa.iterations, "model.slot_attention.mlp_hidden": sa.mlp_hidden,
+              "model.slot_attention.feature_mlp_hidden": sa.feature_mlp_hidden,
+              "model.slot_attention.encoder_kernel": sa.encoder_kernel,
+              "model.slot_attention.decoder_kernel": sa.decoder_kernel,
+              "model.slot_attention.decoder_out_kernel": sa.decoder_out_kernel,
+              **{f"model.slot_attention.encoder_channels[{i}]": v for i, v in enumerate(sa.encoder_channels)},
+              **{f"model.slot_attention.encoder_strides[{i}]": v for i, v in enumerate(sa.encoder_strides)},
+              **{f"model.slot_attention.decoder_channels[{i}]": v for i, v in enumerate(sa.decoder_channels)}}
+    for key, value in counts.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    if not sa.encoder_channels or len(sa.encoder_strides) != len(sa.encoder_channels):
+        raise ConfigError(f"model.slot_attention.encoder_strides: need one stride per encoder layer "
+                          f"({len(sa.encoder_channels)}), got {len(sa.encoder_strides)}")
+    if sa.decoder_kernel % 2 == 0 or sa.decoder_out_kernel % 2 == 0 or sa.encoder_kernel % 2 == 0:
+        raise ConfigError("model.slot_attention: encoder_kernel, decoder_kernel and decoder_out_kernel must be odd")
+    if not 0 <= sa.eps < 1:
+        raise ConfigError(f"model.slot_attention.eps must be in [0, 1), got {sa.eps}")
+    r = sa.decoder_broadcast or size
+    ups = 0
+    while r * 2**ups < size:
+        ups += 1
+    if r < 1 or r * 2**ups != size:
+        raise ConfigError(f"model.slot_attention.decoder_broadcast: data.image_size {size} is not {r} times a "
+                          f"power of 2")
+    if len(sa.decoder_channels) < ups:
+        raise ConfigError(f"model.slot_attention.decoder_channels: {len(sa.decoder_channels)} layers cannot "
+                          f"upsample {r}x{r} to {size}x{size} (one stride-2 layer per doubling: {ups})")
 
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")

@@ -20,7 +20,7 @@ import torch
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "64")
 
 # models whose numerics were validated under bf16 autocast (tests/test_precision.py); others get fp32
-BF16_MODELS = ("monet",)
+BF16_MODELS = ("monet", "slot_attention")
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
 _M_TOP_PAD = -2
