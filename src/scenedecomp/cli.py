@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a run on a split", description=(
         "Evaluate a run directory or checkpoint; writes metrics.json (test split) or metrics_<split>.json "
         "in the run directory (or --out) with ari, fg_ari, msc, sc, mse, num_images and their spreads."))
-    p.add_argument("run", help="run directory or .ckpt file")
+    p.add_argument("run", help="run directory, .ckpt file, model folder or pretrained:NAME (a model folder "
+                   "writes ./metrics_<NAME>[_<split>].json unless --out is given)")
     from .data.sprites import OOD_SPLITS
 
     p.add_argument("--split", default="test", choices=("train", "val", "test", *OOD_SPLITS),
@@ -138,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("visualize", help="draw decomposition figures", description=(
         "Draw decomposition figures (input, reconstruction, segmentation, per-slot reconstructions) "
         "and, for AIR, the attention boxes."))
-    p.add_argument("run", help="run directory or .ckpt file")
+    p.add_argument("run", help="run directory, .ckpt file, model folder or pretrained:NAME")
     p.add_argument("--out", required=True, help="output directory for PNG files")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--num-images", type=int, default=8)
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .report import add_report_parser
 
     add_report_parser(sub)
+    from .training.export import add_export_commands
+
+    add_export_commands(sub)
 
     from .bench import add_benchmark_commands
 

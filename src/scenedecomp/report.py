@@ -222,7 +222,12 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                  log=None) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``<run_dir>/report.html``) atomically; return it."""
     log = log or (lambda message: print(message, file=sys.stderr))
-    run_dir = Path(run_dir).expanduser()
+    from .training.pretrained import default_output, model_folder
+
+    folder = model_folder(run_dir)  # a model folder or pretrained:NAME: the report goes to ./report_<NAME>.html
+    if folder is not None:
+        out = out or default_output(folder, "report", suffix=".html")
+    run_dir = folder or Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such run directory")
     config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else None
@@ -237,7 +242,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     import yaml
 
     config = yaml.safe_load(config_text) if config_text else {}
-    env = _read_json(run_dir / "env.json") or {}
+    env = _read_json(run_dir / "env.json") or _read_json(run_dir / "provenance.json") or {}
     metrics = load_metrics(run_dir)
     test = metrics.get("test", {})
     history = []
@@ -383,8 +388,9 @@ def add_report_parser(subparsers) -> None:
         "Write RUN_DIR/report.html (or --out): config and environment, metrics, OOD table, loss and "
         "validation curves, decomposition figures, traversals, disentanglement, efficiency. Images are "
         "inlined; the page needs no server and no network."))
-    p.add_argument("run", help="run directory")
-    p.add_argument("--out", default=None, help="report file (default RUN_DIR/report.html)")
+    p.add_argument("run", help="run directory, model folder or pretrained:NAME")
+    p.add_argument("--out", default=None, help="report file (default RUN_DIR/report.html; for a model folder "
+                   "./report_<NAME>.html)")
     p.add_argument("--no-traversals", action="store_true", help="do not draw missing traversal figures")
     p.set_defaults(func=_cmd_report)
 

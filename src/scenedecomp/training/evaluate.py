@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import find_run, load_module
 from .loaders import make_loader, open_split
 from .module import SceneDecompModule, batch_metrics
+from .pretrained import WEIGHTS, default_output
 from .run_dir import RunError, write_json
 from .safety import unwritable_reason
 
@@ -73,6 +74,8 @@ def evaluate(path: str | os.PathLike, split: str = "test", num_slots: int | None
                               getattr(dataset, "background_labels", (0,)), num_slots, progress=progress)
     metrics.update({"split": split, "checkpoint": str(ckpt), "num_slots": num_slots or cfg.model.eval_num_slots
                     or cfg.model.num_slots, "eval_seconds": round(time.perf_counter() - start, 2)})
+    if out is None and ckpt.name == WEIGHTS:  # a model folder (maybe the installed package): write in the cwd
+        out = default_output(run_dir, "metrics", split)
     target = Path(out) if out else run_dir / ("metrics.json" if split == "test" else f"metrics_{split}.json")
     previous = json.loads(target.read_text()) if target.is_file() else {}
     for key in ("train_seconds", "train_steps", "train_images_per_s", "precision"):  # keep what training recorded
