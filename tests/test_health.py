@@ -154,3 +154,23 @@ def test_training_records_health_in_history(monet_run):
     report = rows[-1]["health"]
     assert report["num_images"] == 16 and "median_top_share" in report["values"]
     assert all({"code", "value", "message"} <= set(w) for w in report["warnings"])
+
+
+def test_report_has_a_health_section(monet_run, tmp_path):
+    from scenedecomp.report import build_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text((monet_run / "config.yaml").read_text())
+    collapse = {"code": "collapse", "value": 1.0, "message": "health: collapse: one slot <b>everywhere</b>"}
+    rows = [{"step": 100, "health": {"num_images": 16, "values": {"median_top_share": 1.0}, "warnings": [collapse]}},
+            {"step": 200, "health": {"num_images": 16, "values": {"median_top_share": 0.93}, "warnings": []}}]
+    (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = build_report(run, traversals=False).read_text()
+    section = page[page.index("<h2>Training health</h2>"):]
+    section = section[:section.index("<h2>", 5)]
+    assert "<td>collapse</td><td>100</td><td>100</td><td>1</td><td>False</td>" in section
+    assert "&lt;b&gt;everywhere&lt;/b&gt;" in section and "<b>everywhere" not in section  # escaped
+    assert "step 200" in section and "<td>median_top_share</td><td>0.9300</td>" in section
+    (run / "history.jsonl").write_text(json.dumps({"step": 5, "loss": 1.0}) + "\n")  # older runs: no section
+    assert "Training health" not in build_report(run, traversals=False).read_text()

@@ -6,6 +6,7 @@ only when the run has the data):
 
 - the run: model, dataset, steps and wall-clock; the resolved ``config.yaml`` and ``env.json``;
 - metrics: one row per evaluated split (``metrics.json`` = test, ``metrics_<split>.json``);
+- training health: the warnings of the validations' health checks (``history.jsonl``) and the last values;
 - out-of-distribution: the ``ood_*`` splits with their FG-ARI / MSC change against the test split;
 - curves: training loss terms and learning rate from the TensorBoard event files
   (``tensorboard``'s ``EventAccumulator``), validation metrics from ``history.jsonl``;
@@ -185,6 +186,33 @@ def _validation_figure(history: list[dict], scalars: dict[str, list[tuple[int, f
     return fig
 
 
+def _health_section(history: list[dict]) -> str:
+    """"Training health": every warning of the validations' health checks (``health`` in history.jsonl,
+    ``scenedecomp.metrics.health``) with the steps it was seen at, and the last validation's values."""
+    rows = [row for row in history if isinstance(row.get("health"), dict)]
+    if not rows:
+        return ""
+    seen: dict[str, list] = {}
+    for row in rows:
+        for warning in row["health"].get("warnings") or []:
+            entry = seen.setdefault(str(warning.get("code")), [row.get("step"), row.get("step"), 0, ""])
+            entry[1], entry[2], entry[3] = row.get("step"), entry[2] + 1, str(warning.get("message", ""))
+    last = rows[-1]
+    current = {str(w.get("code")) for w in last["health"].get("warnings") or []}
+    if seen:
+        table = _table(["warning", "first step", "last step", "validations", "at the last validation", "last message"],
+                       [[code, first, final, count, code in current, message]
+                        for code, (first, final, count, message) in seen.items()])
+    else:
+        table = f"<p>No warning in {len(rows)} validations.</p>"
+    values = last["health"].get("values") or {}
+    table += _table(["measured at the last validation (step " + str(last.get("step")) + ")", "value"],
+                    [[k, v] for k, v in values.items()])
+    return ("<h2>Training health</h2>" + table + "<p class='note'>Checks of collapse, unused slots, background "
+            "split, decoded masks without layout and merged objects on the validation images; "
+            "docs/troubleshooting.md explains each and what to try.</p>")
+
+
 def _ensure_traversals(run_dir: Path, log) -> None:
     figures = run_dir / "figures"
     if not (run_dir / "checkpoints" / "last.ckpt").is_file():
@@ -279,6 +307,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                      "image rebuilt from the decoded masks. They show whether the latents carry where each "
                      "object is, not only what colour it has.")
         parts.append("<h2>Metrics</h2>" + _table(["split", *columns], rows) + f"<p class='note'>{note}</p>")
+    parts.append(_health_section(history))
     ood = [s for s in metrics if s.startswith("ood_")]
     if ood:
         rows = []
