@@ -55,7 +55,7 @@ def evaluate_module(module: SceneDecompModule, loader: DataLoader, background_la
 def evaluate(path: str | os.PathLike, split: str = "test", num_slots: int | None = None,
              batch_size: int | None = None, out: str | os.PathLike | None = None, progress: bool = True) -> dict:
     """Evaluate a run directory or checkpoint on ``split``; write and return the metrics."""
-    from .hardware import tune_malloc
+    from .hardware import inference_device, tune_malloc
 
     tune_malloc()
     run_dir, ckpt, cfg = find_run(path)
@@ -64,7 +64,7 @@ def evaluate(path: str | os.PathLike, split: str = "test", num_slots: int | None
     if batch_size is not None:
         cfg.data.eval_batch_size = batch_size
     dataset = open_split(cfg, split)
-    module = load_module(ckpt, cfg)
+    module = load_module(ckpt, cfg).to(inference_device(cfg.trainer.accelerator))  # the GPU a run trained on
     if num_slots is not None and getattr(module.model.attention, "recurrent", True) is False \
             and num_slots != cfg.model.num_slots:
         raise RunError(f"--num-slots {num_slots}: this attention network was trained with a fixed "
