@@ -81,3 +81,13 @@ def test_gpu_check_script_is_valid_bash_and_skips_without_cuda(tmp_path):
                             env={"PATH": "/usr/bin:/bin", "PYTHON": str(Path(__import__("sys").executable)),
                                  "OUT": str(tmp_path)})
     assert result.returncode == 3 and "no CUDA device" in result.stderr, result.stderr
+
+
+def test_devices_auto_is_one_gpu_unless_a_launcher_set_up_more():
+    assert hardware.resolve_devices("auto", "auto", environ={}, cuda_available=True) == 1
+    assert hardware.resolve_devices("auto", "gpu", environ={}, cuda_available=True) == 1
+    assert hardware.resolve_devices("auto", "cpu", environ={}, cuda_available=True) == "auto"
+    assert hardware.resolve_devices("auto", "auto", environ={}, cuda_available=False) == "auto"
+    for launcher in ({"WORLD_SIZE": "8"}, {"SLURM_NTASKS": "16"}):
+        assert hardware.resolve_devices("auto", "auto", environ=launcher, cuda_available=True) == "auto"
+    assert hardware.resolve_devices("4", "auto", environ={}, cuda_available=True) == "4"

@@ -80,6 +80,21 @@ def inference_device(accelerator: str = "auto", cuda_available: bool | None = No
     return torch.device("cuda" if available and uses_cuda(accelerator, available) else "cpu")
 
 
+LAUNCHER_VARIABLES = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE")
+
+
+def resolve_devices(devices: str, accelerator: str, environ=None, cuda_available: bool | None = None) -> str | int:
+    """``trainer.devices: auto`` -> one GPU on a CUDA machine started by hand (Lightning's ``auto`` would take
+    every GPU and silently multiply the batch, ``data.batch_size`` being per process); under torchrun or
+    SLURM (their variables set) and on CPUs ``auto`` stays Lightning's. Other values are returned unchanged."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    if str(devices) != "auto" or any(environ.get(key) for key in LAUNCHER_VARIABLES):
+        return devices
+    return 1 if uses_cuda(accelerator, cuda_available) else devices
+
+
 def resolve_precision(precision: str, accelerator: str, model_name: str, *, cuda_available: bool | None = None,
                       cuda_capability: tuple[int, int] | None = None, cpu_bf16: bool | None = None) -> str:
     """``auto`` -> ``bf16-mixed`` where bf16 is fast and validated for the model, else ``32-true``.
