@@ -18,6 +18,15 @@ from scenedecomp.training.checkpoint import find_run, load_module
 from scenedecomp.training.run_dir import RunError
 
 
+def cfg2_equal(exported_yaml: Path, run_yaml: Path) -> bool:
+    """The exported config is the run's, less its local cache path."""
+    from scenedecomp.training.config import load_config
+
+    a, b = load_config(exported_yaml), load_config(run_yaml)
+    b.data.options = {k: v for k, v in b.data.options.items() if k != "cache_dir"}
+    return a == b
+
+
 def _digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
@@ -52,6 +61,7 @@ def test_export_writes_the_format_with_tensors_only(exported, monet_run):
     assert prov["seed"] == 0 and prov["model"] == "monet" and prov["checkpoint_step"] == 4
     assert prov["command"].startswith("scenedecomp train") or prov["command"].startswith("scenedecomp ")
     assert "cache_dir" not in (exported / "config.yaml").read_text()  # a local path of the training machine
+    assert cfg2_equal(exported / "config.yaml", monet_run / "config.yaml")
     recorded = json.loads((monet_run / "metrics.json").read_text())
     metrics = json.loads((exported / "metrics.json").read_text())
     assert metrics["fg_ari"] == pytest.approx(recorded["fg_ari"]) and "checkpoint" not in metrics

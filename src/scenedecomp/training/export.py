@@ -3,6 +3,7 @@ pretrained`` (the shipped models and their test metrics) and the reproduction ch
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -51,6 +52,10 @@ def check_metrics(module, cfg, num_images: int, batch_size: int | None = None) -
     from .evaluate import evaluate_module
     from .loaders import make_loader, open_split
 
+    cfg = copy.deepcopy(cfg)  # the caller's config (written to config.yaml) stays as it was
+    if cfg.data.num_test is None or cfg.data.num_test > num_images:
+        # the first n scenes of a generated split do not depend on its size: generate only those
+        cfg.data.num_test = num_images
     dataset = open_split(cfg, "test")
     subset = Subset(dataset, range(min(num_images, len(dataset))))
     if batch_size:
