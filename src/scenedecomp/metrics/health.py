@@ -87,36 +87,42 @@ def image_statistics(log_masks: Tensor, image: Tensor | None = None, decoded_log
     """
     b, k = log_masks.shape[:2]
     h, w = log_masks.shape[-2:]
-    labels = log_masks.detach().float().argmax(1).reshape(b, h, w)
-    onehot = torch.nn.functional.one_hot(labels, k).reshape(b, h * w, k).to(torch.float64)
-    share = onehot.mean(1)  # [B,K]
+    labels = log_masks.detach().argmax(1).reshape(b, h * w)
+    # counts by bincount over (image, slot) keys: memory O(B*H*W), whatever K and the number of segments
+    rows = torch.arange(b, device=labels.device)[:, None]
+    counts = torch.bincount((rows * k + labels).reshape(-1), minlength=b * k).view(b, k).to(torch.float64)
+    share = counts / (h * w)  # [B,K]
     top_share, top_slot = share.max(1)
     border = _border(h, w, labels.device).reshape(-1)
-    border_share = onehot[:, border].mean(1).max(1).values
-    stats = {"slot_share": share, "top_share": top_share, "border_top_share": border_share}
+    on_border = torch.bincount((rows * k + labels[:, border]).reshape(-1), minlength=b * k).view(b, k)
+    stats = {"slot_share": share, "top_share": top_share,
+             "border_top_share": on_border.max(1).values.to(torch.float64) / int(border.sum())}
     if decoded_log_masks is not None:
         # on the attention's foreground (all but its largest slot): the share of pixels whose decoded argmax is
         # the attention's slot (decoded mask k is decoded from slot k's latent, so the slots correspond)
-        decoded = decoded_log_masks.detach().float().argmax(1).reshape(b, h, w)
-        foreground = labels != top_slot.view(b, 1, 1)
-        agree = ((decoded == labels) & foreground).flatten(1).sum(1).to(torch.float64)
-        pixels = foreground.flatten(1).sum(1)
+        decoded = decoded_log_masks.detach().argmax(1).reshape(b, h * w)
+        foreground = labels != top_slot[:, None]
+        agree = ((decoded == labels) & foreground).sum(1).to(torch.float64)
+        pixels = foreground.sum(1)
         stats["decoded_agreement"] = torch.where(pixels > 0, agree / pixels.clamp_min(1), float("nan"))
     if true_masks is not None:
-        stats.update(_truth_statistics(onehot, true_masks, image, background_labels))
+        stats.update(_truth_statistics(labels, k, true_masks, image, background_labels))
     return stats
 
 
-def _truth_statistics(onehot: Tensor, true_masks: Tensor, image: Tensor | None,
+def _truth_statistics(labels: Tensor, k: int, true_masks: Tensor, image: Tensor | None,
                       background_labels: Sequence[int]) -> dict[str, Tensor]:
-    b, hw, k = onehot.shape
+    b, hw = labels.shape
     values, inverse = torch.unique(true_masks.reshape(b, hw), return_inverse=True)
-    truth = torch.nn.functional.one_hot(inverse, values.numel()).to(torch.float64)  # [B,HW,L]
-    counts = truth.sum(1)  # [B,L]
+    n = values.numel()
+    rows = torch.arange(b, device=labels.device)[:, None]
+    # pixels of true segment l in slot k, per image: [B,L,K]
+    overlap = torch.bincount(((rows * n + inverse) * k + labels).reshape(-1), minlength=b * n * k)
+    overlap = overlap.view(b, n, k).to(torch.float64)
+    counts = overlap.sum(2)  # [B,L]
     is_bg = torch.isin(values, torch.as_tensor(list(background_labels), dtype=values.dtype, device=values.device))
     present = counts > 0
-    overlap = torch.einsum("bpl,bpk->blk", truth, onehot)  # pixels of segment l in slot k
-    nan = torch.full((b,), float("nan"), dtype=torch.float64, device=onehot.device)
+    nan = torch.full((b,), float("nan"), dtype=torch.float64, device=labels.device)
     stats = {"true_segments": present.sum(1).to(torch.float64),
              "collapse_counts": (counts.max(1).values / hw < 0.9).to(torch.float64)}
     bg_pixels = overlap[:, is_bg].sum(1)  # [B,K] background pixels per slot
@@ -125,12 +131,15 @@ def _truth_statistics(onehot: Tensor, true_masks: Tensor, image: Tensor | None,
     objects = present & ~is_bg  # [B,L]
     owner = overlap.argmax(2)  # [B,L] the slot holding the majority of each segment
     same = (owner[:, :, None] == owner[:, None, :]) & objects[:, :, None] & objects[:, None, :]
-    same &= ~torch.eye(values.numel(), dtype=torch.bool, device=same.device)
+    same &= ~torch.eye(n, dtype=torch.bool, device=same.device)
     multi = objects.sum(1) >= 2
     merged = same.flatten(1).any(1)
     stats["merged"] = torch.where(multi, merged.to(torch.float64), nan)
     if image is not None:
-        colours = torch.einsum("bpl,bcp->blc", truth, image.detach().reshape(b, image.shape[1], hw).to(torch.float64))
+        c = image.shape[1]
+        pixels = image.detach().reshape(b, c, hw).transpose(1, 2).reshape(-1, c).to(torch.float64)
+        colours = torch.zeros(b * n, c, dtype=torch.float64, device=labels.device)
+        colours = colours.index_add_(0, (rows * n + inverse).reshape(-1), pixels).view(b, n, c)
         colours = colours / counts.clamp_min(1)[..., None]
         distance = (colours[:, :, None] - colours[:, None, :]).pow(2).mean(-1).sqrt()  # [B,L,L]
         similar = (same & (distance < SIMILAR_COLOUR)).flatten(1).any(1)
