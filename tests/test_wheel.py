@@ -1,4 +1,5 @@
-"""A wheel install carries the presets: build the wheel, install it into a temp target, run it from there."""
+"""A wheel install carries the presets and the pretrained models: build the wheel, install it into a temp
+target, run it from there (train one step; decompose with a pretrained model, no training)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,15 @@ TINY = ["data.image_size=16", "data.num_train=16", "data.num_val=8", "data.num_t
         "model.component.encoder_hidden=16", "model.component.decoder_channels=8", "trainer.max_steps=1"]
 
 
-def test_wheel_ships_presets_and_trains_one_step(tmp_path):
+def test_wheel_ships_presets_and_trains_one_step(tmp_path, monet_run):
     # build from a copy, so the shared source tree gets no build/ or egg-info litter
     src = tmp_path / "src-copy"
     shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    # a model folder shipped as package data, beside any real ones: `pretrained:tiny-wheel` in the install
+    from scenedecomp.training.export import export_run
+
+    export_run(monet_run, src / "src" / "scenedecomp" / "pretrained" / "tiny-wheel", check_images=8)
+    shipped_names = sorted(p.name for p in (src / "src" / "scenedecomp" / "pretrained").iterdir() if p.is_dir())
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     wheels = tmp_path / "wheels"
@@ -32,6 +38,11 @@ def test_wheel_ships_presets_and_trains_one_step(tmp_path):
     assert {"monet-demo", "air-multi-mnist", "monet-multi-sprites"} <= packaged
     fragments = {f"{p.parent.name}/{p.stem}" for p in files if p.parent.name != "configs"}
     assert {"model/monet-paper", "dataset/multi_sprites-32", "override/monet-paper+clevr"} <= fragments
+    with zipfile.ZipFile(wheel) as zf:
+        models = {n for n in zf.namelist() if n.startswith("scenedecomp/pretrained/")}
+    for name in shipped_names:
+        assert {f"scenedecomp/pretrained/{name}/{f}" for f in ("model.safetensors", "config.yaml", "metrics.json",
+                                                               "provenance.json", "check.json")} <= models
 
     target = tmp_path / "target"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "-q", "--target",
@@ -59,3 +70,15 @@ def test_wheel_ships_presets_and_trains_one_step(tmp_path):
     assert trained.returncode == 0, trained.stderr[-2000:]
     run_dir = work / "runs" / "wheel"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "metrics.json").is_file()
+
+    listed = run("pretrained")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(line.split()[0] for line in listed.stdout.splitlines()) == [f"pretrained:{n}" for n in shipped_names]
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (30, 60, 220)).save(work / "my.png")
+    for name in shipped_names:  # every shipped model decomposes a user's image from the install
+        out = work / f"dec-{name}"
+        decomposed = run("decompose", "my.png", "--run", f"pretrained:{name}", "--out", str(out), "--quiet")
+        assert decomposed.returncode == 0, decomposed.stderr[-2000:]
+        assert (out / "my" / "segmentation.png").is_file() and (out / "decompositions.npz").is_file()

@@ -114,6 +114,8 @@ _LAZY = {
     "report": ("write one self-contained report.html for a run", ".report", "add_report_parser"),
     "benchmark": ("throughput and efficiency benchmarks (JSON)", ".bench", "add_benchmark_commands"),
     "data": ("convert and inspect datasets", ".data.commands", "add_data_commands"),
+    "export": ("write a run as a model folder (safetensors, no pickle)", ".training.export", "add_export_commands"),
+    "pretrained": ("list the models shipped with the package", ".training.export", "add_export_commands"),
 }
 _HERE = ("train", "evaluate", "visualize", "presets")
 
@@ -143,7 +145,8 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
         "Evaluate a run directory or checkpoint; writes metrics.json (test split) or metrics_<split>.json "
         "in the run directory (or --out) with ari, fg_ari, msc, sc, mse, num_images and their spreads. "
         "A checkpoint other than the run's last one writes metrics_<split>_<checkpoint>.json instead."))
-    p.add_argument("run", help="run directory or .ckpt file")
+    p.add_argument("run", help="run directory, .ckpt file, model folder or pretrained:NAME (a model folder "
+                   "writes ./metrics_<NAME>[_<split>].json unless --out is given)")
     if full("evaluate"):
         from .data.sprites import OOD_SPLITS
 
@@ -165,7 +168,7 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
     p = sub.add_parser("visualize", help="draw decomposition figures", description=(
         "Draw decomposition figures (input, reconstruction, segmentation, per-slot reconstructions) "
         "and, for AIR, the attention boxes."))
-    p.add_argument("run", help="run directory or .ckpt file")
+    p.add_argument("run", help="run directory, .ckpt file, model folder or pretrained:NAME")
     p.add_argument("--out", required=True, help="output directory for PNG files")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--num-images", type=int, default=8)
@@ -191,10 +194,11 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the YAML presets")
     p.set_defaults(func=_cmd_presets)
 
-    for name, (help_line, module, adder) in _LAZY.items():
-        if full(name):
-            getattr(importlib.import_module(module, __package__), adder)(sub)
-        else:
+    adders = {(module, adder) for name, (_, module, adder) in _LAZY.items() if full(name)}
+    for module, adder in sorted(adders):  # an adder may register several commands (export, pretrained)
+        getattr(importlib.import_module(module, __package__), adder)(sub)
+    for name, (help_line, _, _) in _LAZY.items():
+        if name not in sub.choices:
             sub.add_parser(name, help=help_line)
     return parser
 

@@ -667,7 +667,7 @@ def add_decompose_parser(subparsers) -> None:
         "grey/RGBA converted, unreadable files reported and skipped."))
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                    help="image files and/or folders (searched recursively)")
-    p.add_argument("--run", required=True, help="run directory or .ckpt file")
+    p.add_argument("--run", required=True, help="run directory, .ckpt file, model folder or pretrained:NAME")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--num-slots", type=int, default=None, help="K at inference (recurrent attention, AIR)")
     p.add_argument("--batch-size", type=int, default=64)

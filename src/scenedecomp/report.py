@@ -6,6 +6,7 @@ only when the run has the data):
 
 - the run: model, dataset, steps and wall-clock; the resolved ``config.yaml`` and ``env.json``;
 - metrics: one row per evaluated split (``metrics.json`` = test, ``metrics_<split>.json``);
+- training health: the warnings of the validations' health checks (``history.jsonl``) and the last values;
 - out-of-distribution: the ``ood_*`` splits with their FG-ARI / MSC change against the test split;
 - curves: training loss terms and learning rate from the TensorBoard event files
   (``tensorboard``'s ``EventAccumulator``), validation metrics from ``history.jsonl``;
@@ -218,6 +219,33 @@ def _validation_figure(history: list[dict], scalars: dict[str, list[tuple[int, f
     return fig
 
 
+def _health_section(history: list[dict]) -> str:
+    """"Training health": every warning of the validations' health checks (``health`` in history.jsonl,
+    ``scenedecomp.metrics.health``) with the steps it was seen at, and the last validation's values."""
+    rows = [row for row in history if isinstance(row.get("health"), dict)]
+    if not rows:
+        return ""
+    seen: dict[str, list] = {}
+    for row in rows:
+        for warning in row["health"].get("warnings") or []:
+            entry = seen.setdefault(str(warning.get("code")), [row.get("step"), row.get("step"), 0, ""])
+            entry[1], entry[2], entry[3] = row.get("step"), entry[2] + 1, str(warning.get("message", ""))
+    last = rows[-1]
+    current = {str(w.get("code")) for w in last["health"].get("warnings") or []}
+    if seen:
+        table = _table(["warning", "first step", "last step", "validations", "at the last validation", "last message"],
+                       [[code, first, final, count, code in current, message]
+                        for code, (first, final, count, message) in seen.items()])
+    else:
+        table = f"<p>No warning in {len(rows)} validations.</p>"
+    values = last["health"].get("values") or {}
+    table += _table(["measured at the last validation (step " + str(last.get("step")) + ")", "value"],
+                    [[k, v] for k, v in values.items()])
+    return ("<h2>Training health</h2>" + table + "<p class='note'>Checks of collapse, unused slots, background "
+            "split, decoded masks without layout and merged objects on the validation images; "
+            "docs/troubleshooting.md explains each and what to try.</p>")
+
+
 def _ensure_traversals(run_dir: Path, log) -> None:
     figures = run_dir / "figures"
     if not (run_dir / "checkpoints" / "last.ckpt").is_file():
@@ -255,7 +283,12 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                  log=None) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``<run_dir>/report.html``) atomically; return it."""
     log = log or (lambda message: print(message, file=sys.stderr))
-    run_dir = Path(run_dir).expanduser()
+    from .training.pretrained import default_output, model_folder
+
+    folder = model_folder(run_dir)  # a model folder or pretrained:NAME: the report goes to ./report_<NAME>.html
+    if folder is not None:
+        out = out or default_output(folder, "report", suffix=".html")
+    run_dir = folder or Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such run directory")
     from .errors import UserError
@@ -282,7 +315,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     config = parse_yaml(config_text, str(run_dir / "config.yaml"), ReportError) if config_text else {}
     if not isinstance(config, dict):
         raise ReportError(f"{run_dir / 'config.yaml'}: the top level must be a mapping of settings")
-    env = _read_json(run_dir / "env.json") or {}
+    env = _read_json(run_dir / "env.json") or _read_json(run_dir / "provenance.json") or {}
     metrics = load_metrics(run_dir)
     test = metrics.get("test", {})
     history = []
@@ -300,6 +333,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
             if isinstance(row, dict) and isinstance(row.get("step"), int | float):  # rows the figure can use
                 history.append({k: v for k, v in row.items()
                                 if k == "step" or isinstance(v, int | float) and not isinstance(v, bool)})
+                if isinstance(row.get("health"), dict):  # the health section escapes what it shows
+                    history[-1]["health"] = row["health"]
     scalars = tensorboard_scalars(run_dir)
     figures = run_dir / "figures"
     if figures.is_symlink():  # figures are read from the run itself only
@@ -331,6 +366,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                      "image rebuilt from the decoded masks. They show whether the latents carry where each "
                      "object is, not only what colour it has.")
         parts.append("<h2>Metrics</h2>" + _table(["split", *columns], rows) + f"<p class='note'>{note}</p>")
+    parts.append(_health_section(history))
     ood = [s for s in metrics if s.startswith("ood_")]
     if ood:
         rows = []
@@ -440,8 +476,9 @@ def add_report_parser(subparsers) -> None:
         "Write RUN_DIR/report.html (or --out): config and environment, metrics, OOD table, loss and "
         "validation curves, decomposition figures, traversals, disentanglement, efficiency. Images are "
         "inlined; the page needs no server and no network."))
-    p.add_argument("run", help="run directory")
-    p.add_argument("--out", default=None, help="report file (default RUN_DIR/report.html)")
+    p.add_argument("run", help="run directory, model folder or pretrained:NAME")
+    p.add_argument("--out", default=None, help="report file (default RUN_DIR/report.html; for a model folder "
+                   "./report_<NAME>.html)")
     p.add_argument("--no-traversals", action="store_true", help="do not draw missing traversal figures")
     p.set_defaults(func=_cmd_report)
 

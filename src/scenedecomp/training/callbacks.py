@@ -49,6 +49,9 @@ class HistoryCallback(L.Callback):
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val/"):
                 row[key[4:]] = float(value)
+        health = getattr(pl_module, "health", None)
+        if health is not None:  # metrics/health.py: measured values and warnings of this validation
+            row["health"] = health
         with self.path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
 

@@ -15,11 +15,16 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .config import ConfigError, RunConfig, load_config, to_dict, validate
 from .module import SceneDecompModule
+from .pretrained import WEIGHTS, geometry, model_folder, read_weights
 from .run_dir import RunError
 
 
 def find_run(path: str | os.PathLike) -> tuple[Path, Path, RunConfig]:
-    """Resolve a run directory or checkpoint file to ``(run_dir, checkpoint, config)``."""
+    """Resolve a run directory, checkpoint file, model folder (``scenedecomp export``) or ``pretrained:NAME``
+    to ``(run_dir, checkpoint, config)``; for a model folder ``checkpoint`` is its ``model.safetensors``."""
+    folder = model_folder(path)
+    if folder is not None:
+        return folder, folder / WEIGHTS, _folder_config(folder)
     path = Path(path).expanduser()
     if path.is_dir():
         ckpt = path / "checkpoints" / "last.ckpt"
@@ -50,6 +55,16 @@ def find_run(path: str | os.PathLike) -> tuple[Path, Path, RunConfig]:
         raise RunError(f"{ckpt}: checkpoint was trained on {size}x{size} images but {cfg_file} says "
                        f"data.image_size: {cfg.data.image_size}")
     return run_dir, ckpt, cfg
+
+
+def _folder_config(folder: Path) -> RunConfig:
+    cfg_file = folder / "config.yaml"
+    if not cfg_file.is_file():
+        raise RunError(f"{folder}: model folder without config.yaml")
+    try:
+        return load_config(cfg_file)
+    except (ConfigError, OmegaConfBaseException) as err:
+        raise RunError(f"{cfg_file}: {str(err).splitlines()[0]}") from None
 
 
 def read_checkpoint(ckpt: Path) -> dict:
@@ -84,9 +99,19 @@ def _config_from_dict(stored: dict) -> RunConfig:
 
 
 def load_module(ckpt: Path, cfg: RunConfig) -> SceneDecompModule:
-    """Load weights from ``ckpt`` into a module built from ``cfg``; refuse a mismatch in one line."""
-    state = read_checkpoint(ckpt)
-    hp = state.get("hyper_parameters", {})
+    """Load weights from ``ckpt`` (a checkpoint, or a model folder's ``model.safetensors``) into a module
+    built from ``cfg``; refuse a mismatch in one line."""
+    if Path(ckpt).name == WEIGHTS:  # a model folder: tensors only, no pickle on this path
+        weights, metadata = read_weights(Path(ckpt))
+        channels, size, background = geometry(metadata, Path(ckpt))
+        if size != cfg.data.image_size:
+            raise RunError(f"{ckpt}: weights are for {size}x{size} images but config.yaml says "
+                           f"data.image_size: {cfg.data.image_size}")
+        state = {"state_dict": {f"model.{k}": v for k, v in weights.items()}}
+        hp = {"in_channels": channels, "image_size": size, "background_labels": background}
+    else:
+        state = read_checkpoint(ckpt)
+        hp = state.get("hyper_parameters", {})
     module = SceneDecompModule(to_dict(cfg), hp.get("in_channels", 3), hp.get("image_size", cfg.data.image_size),
                                tuple(hp.get("background_labels", (0,))))
     try:

@@ -112,7 +112,10 @@ def evaluate_disentanglement(path, metrics_path: Path, split: str = "test", num_
         result = score_split(module, make_loader(cfg, dataset, train=False), num_slots, seed=cfg.seed)
     except DisentanglementError as err:
         raise RunError(f"--disentanglement on {cfg.data.name} {split}: {err}") from None
-    figure = Path(figure) if figure is not None else run_dir / "figures" / f"disentanglement_{split}.png"
+    if figure is None:  # beside the metrics for a model folder (which may be the installed package)
+        folder = Path(metrics_path).parent if ckpt.name == "model.safetensors" else run_dir / "figures"
+        figure = folder / f"disentanglement_{split}.png"
+    figure = Path(figure)
     result["figure"] = str(write_figure(result, figure, f"{cfg.name}: {cfg.data.name} {split}"))
     if metrics_path is None:  # the caller writes the result (``evaluate(..., extra=...)``)
         return result

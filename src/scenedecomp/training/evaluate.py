@@ -14,6 +14,7 @@ from ..safeio import MAX_BATCH_SIZE, check_bound, check_output_file, load_json, 
 from .checkpoint import find_run, inference_slots, load_module
 from .loaders import make_loader, open_split
 from .module import SceneDecompModule, batch_metrics
+from .pretrained import WEIGHTS, default_output
 from .run_dir import RunError, write_json
 from .safety import unwritable_reason
 
@@ -60,7 +61,7 @@ def evaluate(path: str | os.PathLike, split: str = "test", num_slots: int | None
     The run's ``metrics.json`` / ``metrics_<split>.json`` is written only for its last checkpoint; another
     checkpoint (``checkpoints/step*.ckpt``) writes ``metrics_<split>_<checkpoint>.json``. Every argument and
     the output file are checked before the model runs."""
-    from .hardware import tune_malloc
+    from .hardware import inference_device, tune_malloc
 
     tune_malloc()
     run_dir, ckpt, cfg = find_run(path)
@@ -69,7 +70,7 @@ def evaluate(path: str | os.PathLike, split: str = "test", num_slots: int | None
         cfg.data.eval_batch_size = batch_size
     target = _metrics_target(run_dir, ckpt, split, out)
     dataset = open_split(cfg, split)
-    module = load_module(ckpt, cfg)
+    module = load_module(ckpt, cfg).to(inference_device(cfg.trainer.accelerator))  # the GPU a run trained on
     num_slots = inference_slots(module, num_slots)
     start = time.perf_counter()
     metrics = evaluate_module(module, make_loader(cfg, dataset, train=False),
@@ -90,6 +91,8 @@ def evaluate(path: str | os.PathLike, split: str = "test", num_slots: int | None
 def _metrics_target(run_dir: Path, ckpt: Path, split: str, out) -> Path:
     """Where the metrics go (see :func:`evaluate`); an ``out`` that would replace a checkpoint, config, data
     or anything but a metrics JSON object is refused before evaluating."""
+    if out is None and ckpt.name == WEIGHTS:  # a model folder (maybe the installed package): write in the cwd
+        out = default_output(run_dir, "metrics", split)
     if out is not None:
         target = check_output_file(out, "metrics", (".json",), inputs=(ckpt, run_dir / "config.yaml"))
         if target.is_file() and not isinstance(_read_previous(target), dict):

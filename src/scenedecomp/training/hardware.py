@@ -2,7 +2,11 @@
 
 - :func:`cpu_has_fast_bf16`: the CPU has bf16 matrix instructions (AMX-BF16 or AVX512-BF16), so
   oneDNN runs bf16 convolutions and matmuls several times faster than fp32.
+- :func:`cuda_has_fast_bf16`: the GPU has bf16 tensor cores (compute capability 8.0, Ampere, or newer);
+  older GPUs run bf16 emulated, slower than fp32, although ``torch.cuda.is_bf16_supported()`` says True.
 - :func:`resolve_precision`: turns ``trainer.precision: auto`` into a Lightning precision string.
+- :func:`uses_cuda` / :func:`inference_device`: whether ``trainer.accelerator`` puts the run on a CUDA GPU
+  (pinned host memory for its DataLoaders), and the device evaluation runs on.
 - :func:`tune_malloc`: raises glibc's mmap and trim thresholds so large activation buffers are reused
   from the heap instead of being mmap'd, page-faulted and unmapped again at every step.
 """
@@ -55,20 +59,62 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: str, accelerator: str, model_name: str) -> str:
+def cuda_has_fast_bf16(capability: tuple[int, int] | None = None) -> bool:
+    """True when the CUDA device (``capability``, default: device 0's) has bf16 tensor cores (sm_80+)."""
+    if capability is None:
+        if not torch.cuda.is_available():
+            return False
+        capability = torch.cuda.get_device_capability(0)
+    return tuple(capability) >= (8, 0)
+
+
+def uses_cuda(accelerator: str, cuda_available: bool | None = None) -> bool:
+    """True when ``trainer.accelerator`` runs on a CUDA GPU: ``cuda``/``gpu``, or ``auto`` with one present."""
+    available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    return accelerator in ("cuda", "gpu") or (accelerator == "auto" and available)
+
+
+def inference_device(accelerator: str = "auto", cuda_available: bool | None = None) -> torch.device:
+    """Where evaluation runs: the first CUDA device when the run's accelerator uses CUDA and one exists."""
+    available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    return torch.device("cuda" if available and uses_cuda(accelerator, available) else "cpu")
+
+
+LAUNCHER_VARIABLES = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE")
+
+
+def resolve_devices(devices: str, accelerator: str, environ=None, cuda_available: bool | None = None) -> str | int:
+    """``trainer.devices: auto`` -> one GPU on a CUDA machine started by hand (Lightning's ``auto`` would take
+    every GPU and silently multiply the batch, ``data.batch_size`` being per process); under torchrun or
+    SLURM (their variables set) and on CPUs ``auto`` stays Lightning's. Other values are returned unchanged."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    if str(devices) != "auto" or any(environ.get(key) for key in LAUNCHER_VARIABLES):
+        return devices
+    return 1 if uses_cuda(accelerator, cuda_available) else devices
+
+
+def resolve_precision(precision: str, accelerator: str, model_name: str, *, cuda_available: bool | None = None,
+                      cuda_capability: tuple[int, int] | None = None, cpu_bf16: bool | None = None) -> str:
     """``auto`` -> ``bf16-mixed`` where bf16 is fast and validated for the model, else ``32-true``.
 
-    On CUDA ``auto`` means bf16-mixed when the GPU supports bf16; on a CPU, when it has AMX-BF16 or
-    AVX512-BF16. Any other value is returned unchanged.
+    On CUDA ``auto`` means bf16-mixed when the GPU has bf16 tensor cores (compute capability 8.0+); on a
+    CPU, when it has AMX-BF16 or AVX512-BF16; ``mps`` and ``tpu`` get fp32. Any other value is returned
+    unchanged. The keyword arguments stand in for the machine (tests): CUDA present, its capability, the
+    CPU's bf16 support.
     """
     if precision != "auto":
         return precision
-    if model_name not in BF16_MODELS:
+    if model_name not in BF16_MODELS or accelerator in ("mps", "tpu"):
         return "32-true"
-    use_cuda = accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
+    available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if uses_cuda(accelerator, available):
+        if not available:
+            return "32-true"  # Lightning refuses the accelerator itself, with its own message
+        return "bf16-mixed" if cuda_has_fast_bf16(cuda_capability) else "32-true"
+    fast = cpu_has_fast_bf16() if cpu_bf16 is None else cpu_bf16
+    return "bf16-mixed" if fast else "32-true"
 
 
 @functools.cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from enum import Enum
 
@@ -13,6 +14,8 @@ from .. import metrics as M
 from ..models import build_model
 from ..models.output import ModelOutput
 from .config import RunConfig, to_dict
+
+health_log = logging.getLogger("scenedecomp.health")  # one line per warning, on stderr unless configured
 
 
 def batch_metrics(batch: dict, out: ModelOutput, background_labels=(0,)) -> dict[str, torch.Tensor]:
@@ -68,6 +71,8 @@ class SceneDecompModule(L.LightningModule):
         self.model = build_model(self.cfg.model, in_channels, image_size)
         self._compiled = False
         self._val_metrics: dict[str, list[torch.Tensor]] = {}
+        self._val_health: dict[str, list[torch.Tensor]] = {}
+        self.health: dict | None = None  # the last validation's health report (metrics/health.py)
 
     @classmethod
     def from_config(cls, cfg: RunConfig, in_channels: int, image_size: int, background_labels=(0,)):
@@ -104,6 +109,8 @@ class SceneDecompModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_metrics = {}
+        self._val_health = {}
+        self.health = None
 
     def validation_step(self, batch, batch_idx):
         out = self.model(batch["image"], self.eval_num_slots)
@@ -111,6 +118,12 @@ class SceneDecompModule(L.LightningModule):
         per_image["loss"] = out.loss.detach().float().expand(batch["image"].shape[0])  # batch mean, per image
         for name, values in per_image.items():
             self._val_metrics.setdefault(name, []).append(values.detach().cpu())
+        from ..metrics.health import image_statistics
+
+        stats = image_statistics(out.log_masks, batch["image"], out.extras.get("recon_log_masks"), batch.get("mask"),
+                                 self.background_labels)
+        for name, values in stats.items():
+            self._val_health.setdefault(name, []).append(values.cpu())
 
     def on_validation_epoch_end(self) -> None:
         """Logs ``val/<metric>``: the mean over every validation image with a defined value. Under data
@@ -127,6 +140,23 @@ class SceneDecompModule(L.LightningModule):
         for name, (total, count) in zip(names, totals.tolist()):
             if count > 0:
                 self.log(f"val/{name}", total / count, prog_bar=name in ("fg_ari", "count_accuracy"))
+        self._check_health({n: t / c for n, (t, c) in zip(names, totals.tolist()) if c > 0})
+
+    def _check_health(self, means: dict[str, float]) -> None:
+        """The health checks on this validation's images (rank 0's shard under data parallelism): warnings go
+        to the ``scenedecomp.health`` logger, one line each; :class:`~.callbacks.HistoryCallback` records
+        the report in ``history.jsonl`` under ``health``."""
+        from ..metrics.health import health_report
+
+        if not self._val_health or getattr(self.trainer, "sanity_checking", False) or not self.trainer.is_global_zero:
+            return
+        try:
+            self.health = health_report({k: torch.cat(v) for k, v in self._val_health.items()}, means)
+        except RuntimeError:  # statistics of different shapes (K changed between batches): no report
+            self.health = None
+            return
+        for warning in self.health["warnings"]:
+            health_log.warning("step %d: %s", self.global_step, warning["message"])
 
     def _fused_ok(self) -> bool:
         """Fused Adam needs float parameters on a CPU or CUDA device."""

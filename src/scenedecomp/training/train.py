@@ -406,6 +406,8 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, precision: str, callbacks: list
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from .hardware import resolve_devices
+
     t = cfg.trainer
     return L.Trainer(
         default_root_dir=run_dir,
@@ -419,7 +421,7 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, precision: str, callbacks: list
         log_every_n_steps=t.log_every_n_steps,
         precision=precision,
         accelerator=t.accelerator,
-        devices=t.devices,
+        devices=resolve_devices(t.devices, t.accelerator),
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         plugins=[AtomicCheckpointIO()],
