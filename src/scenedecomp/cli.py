@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.commands import add_data_commands
 
     add_data_commands(sub)
+    from .training.seeds import add_seeds_parser
+
+    add_seeds_parser(sub)
     return parser
 
 
