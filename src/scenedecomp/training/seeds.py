@@ -103,7 +103,8 @@ def seed_record(job: SeedRun, returncode: int, preset: str, overrides: Sequence[
     """The per-seed JSON: metrics from the run's ``metrics.json`` and whether the seed failed."""
     metric, threshold = criterion
     record = {"preset": preset, "seed": job.seed, "overrides": list(overrides), "run": job.run_dir.name,
-              "command": shlex.join(["scenedecomp", *job.command[3:]]), "returncode": returncode,
+              "command": shlex.join(["scenedecomp", *(a if not a.startswith("out_dir=") else "out_dir=<runs_dir>"
+                                                      for a in job.command[3:])]), "returncode": returncode,
               "criterion": f"{metric} < {threshold}"}
     metrics_file = job.run_dir / "metrics.json"
     if returncode != 0 or not metrics_file.is_file():
