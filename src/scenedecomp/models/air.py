@@ -68,6 +68,14 @@ Design choices for reliable counting (the notes report that many public runs ove
   ``s = s_mean``) with small weights and a small posterior scale (0.1), so the first crops are sensible; the
   decoder output bias ``decoder_bias`` (-2) makes empty patches the default. The heads carry
   ``keep_init = True`` so ``model.init`` schemes do not overwrite them.
+- Exploration floor against the "dead step" trap (``z_pres_floor``, 0 = the paper's unrestricted
+  Bernoulli): early on a second step costs more than it explains (its decoder and window are untrained),
+  so REINFORCE may switch it off for every scene; once ``p_pres`` is near 0 the step is never sampled, its
+  window and ``z_what`` get no gradient and it never learns to draw, so 2-digit scenes are counted as 1
+  for good. With a floor the posterior is ``q(z_pres = 1) = floor + (1 - 2 floor) sigmoid(logit)``: every
+  step that may run is sampled at least that often in training and keeps learning, while the decision
+  ``p_pres > 0.5`` (the sign of the logit) and the closed-form ``kl_pres`` and ``log q`` of this family
+  are unchanged in form (:meth:`AIR.floored_logit` gives its logit). ``air-multi-mnist`` sets 0.05.
 - Optimisation: the preset ``air-multi-mnist`` sets the learning rates and the z_where scale prior (its
   notes say why).
 - Deterministic evaluation: in ``eval()`` mode ``z_pres = p_pres > 0.5`` (with the masking),
