@@ -30,8 +30,8 @@ def test_default_criteria():
 def _record(seed, value, status="ok"):
     if status != "ok":
         return {"preset": "p", "overrides": [], "seed": seed, "status": status, "failed": True, "error": "x"}
-    return {"preset": "p", "overrides": [], "seed": seed, "status": "ok", "metrics": {"fg_ari": value, "mse": 1.0},
-            "failed": value < 0.5}
+    return {"preset": "p", "overrides": [], "seed": seed, "status": "ok",
+            "metrics": {"fg_ari": value, "mse": 1.0, "fg_ari_std": 0.1, "fg_ari_count": 7}, "failed": value < 0.5}
 
 
 def test_summary_counts_failures_and_errors():
@@ -44,6 +44,7 @@ def test_summary_counts_failures_and_errors():
     assert stats["std"] == pytest.approx(statistics.stdev([0.9, 0.4, 0.7]))
     assert (stats["min"], stats["max"]) == (0.4, 0.9)
     assert summary["metrics"]["mse"]["std"] == 0.0
+    assert set(summary["metrics"]) == {"fg_ari", "mse"}  # a run's per-image spreads and counts are not summarised
 
 
 def test_seeds_command_trains_each_seed_and_summarises(tmp_path, capsys):

@@ -36,6 +36,8 @@ CRITERIA: dict[str, tuple[str, float]] = {"air": ("count_accuracy", 0.9)}
 DEFAULT_CRITERION: tuple[str, float] = ("fg_ari", 0.5)
 #: metrics.json keys copied into the per-seed JSON (those present; ``train_*`` from training)
 _SKIP = {"split", "checkpoint", "eval_seconds", "precision"}
+#: metrics.json keys about one run's images (spreads, counts), not summarised across seeds
+_WITHIN_RUN = ("_std", "_count", "num_slots")
 #: keys the seed command sets itself; an override naming one is refused
 _RESERVED = ("seed", "name", "out_dir")
 
@@ -129,11 +131,11 @@ def _stats(values: list[float]) -> dict:
 
 def summarize(records: Sequence[dict], criterion: tuple[str, float]) -> dict:
     """Mean, sample std (n - 1; 0 for one seed), min, max and n of every scalar metric over the seeds that
-    finished, and the failed seeds under ``criterion``."""
+    finished (not the per-image ``*_std`` / ``*_count`` of a run), and the failed seeds under ``criterion``."""
     metric, threshold = criterion
     finished = [r for r in records if r["status"] == "ok"]
     names = sorted({k for r in finished for k, v in r["metrics"].items()
-                    if isinstance(v, int | float) and not isinstance(v, bool)})
+                    if isinstance(v, int | float) and not isinstance(v, bool) and not k.endswith(_WITHIN_RUN)})
     metrics = {}
     for name in names:
         values = [float(r["metrics"][name]) for r in finished if isinstance(r["metrics"].get(name), int | float)]
