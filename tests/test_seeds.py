@@ -47,6 +47,7 @@ def test_summary_counts_failures_and_errors():
     assert set(summary["metrics"]) == {"fg_ari", "mse"}  # a run's per-image spreads and counts are not summarised
 
 
+@pytest.mark.slow  # two trainings in subprocesses: 20-40 s on two shared cores
 def test_seeds_command_trains_each_seed_and_summarises(tmp_path, capsys):
     out, runs = tmp_path / "table", tmp_path / "runs"
     code = main(["seeds", "monet-demo", *TINY, f"data.options.cache_dir={tmp_path / 'cache'}", "--seeds", "0-1",
@@ -91,3 +92,19 @@ def test_seeds_command_refuses_bad_input(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.slow  # a training subprocess (its imports alone take seconds)
+def test_a_seed_whose_training_fails_is_recorded_and_counted(tmp_path, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    out = tmp_path / "table"
+    code = main(["seeds", "monet-demo", *TINY, f"data.options.cache_dir={blocker}", "--seeds", "0",
+                 "--out", str(out), "--runs-dir", str(tmp_path / "runs")])
+    assert code == 1
+    record = json.loads((out / "seed0.json").read_text())
+    assert record["status"] == "error" and record["failed"] and record["returncode"] != 0
+    assert "not-a-folder" in record["error"]  # the training's last output line
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_failed"] == 1 and summary["errors"] == [0] and summary["metrics"] == {}
+    assert "seed 0: error" in capsys.readouterr().out
