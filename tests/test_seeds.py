@@ -94,7 +94,6 @@ def test_seeds_command_refuses_bad_input(tmp_path, capsys, args, message):
     assert not (tmp_path / "t").exists()
 
 
-@pytest.mark.slow  # a training subprocess (its imports alone take seconds)
 def test_a_seed_whose_training_fails_is_recorded_and_counted(tmp_path, capsys):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
