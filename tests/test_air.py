@@ -132,6 +132,35 @@ def test_z_pres_is_zero_after_the_first_zero():
     torch.testing.assert_close(out.recon, torch.zeros_like(out.recon))
 
 
+def test_presence_floor_keeps_every_step_explored_in_training_only():
+    torch.manual_seed(0)
+    plain = AIR(_cfg(), 1, 24)
+    logits = torch.linspace(-40, 40, 81)[:, None]
+    torch.testing.assert_close(plain.floored_logit(logits), logits)  # floor 0: the paper's Bernoulli
+    model = AIR(_cfg(z_pres_floor=0.05), 1, 24)
+    p = torch.sigmoid(model.floored_logit(logits))
+    torch.testing.assert_close(p, 0.05 + 0.9 * torch.sigmoid(logits))
+    assert torch.equal(model.floored_logit(logits) > 0, logits > 0)  # the eval decision is unchanged
+    images = _blobs(3000)
+    for air in (model, plain):  # every step switched off as far as a logit can
+        with torch.no_grad():
+            air.pres_bias.fill_(-40.0)
+    out = model(images)
+    assert abs(float(out.extras["z_pres"][:, 0].mean()) - 0.05) < 0.015  # still sampled at the floor's rate
+    out.loss.backward()  # so the step's z_what encoder (and window) still learn from the reconstruction
+    assert next(model.what_encoder.parameters()).grad.abs().sum() > 0
+    out = plain(images)
+    assert out.extras["z_pres"].sum() == 0
+    out.loss.backward()  # at floor 0 such a step is never sampled and gets no gradient at all
+    grad = next(plain.what_encoder.parameters()).grad
+    assert grad is None or grad.abs().sum() == 0
+    model.eval()
+    with torch.no_grad():
+        assert model(images[:64]).extras["num_objects"].eq(0).all()  # eval: p_pres > 0.5, not sampled
+    with pytest.raises(ValueError, match="z_pres_floor"):
+        AIR(_cfg(z_pres_floor=0.5), 1, 24)
+
+
 def test_every_parameter_gets_a_gradient_and_the_baseline_is_isolated():
     torch.manual_seed(0)
     model = AIR(_cfg(), in_channels=1, image_size=24)

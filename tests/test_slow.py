@@ -39,15 +39,35 @@ def test_compiled_training_runs_end_to_end(tmp_path):
     assert metrics["num_images"] == 8 and metrics["train_steps"] == 3
 
 
-def test_air_learns_to_count_multi_mnist(tmp_path):
-    """AIR at the preset's settings counts 0-2 digits on held-out scenes after 800 steps (~2 minutes)."""
+def test_air_counts_on_several_seeds(tmp_path):
+    """AIR at the preset's settings counts 0-2 digits on held-out scenes after 1,500 steps, on each of
+    three seeds (``scenedecomp seeds``: the training command, two runs at a time, one thread each; about
+    11 minutes on two shared cores).
+
+    The threshold is the one a stuck run fails: without ``z_pres_floor``, seed 0 switched its second step
+    off for every scene and counted every 2-digit scene as 1 (count accuracy 0.65 from step 1,000 on).
+    """
+    out = tmp_path / "table"
+    code = main(["seeds", "air-multi-mnist", "--seeds", "0-2", "--out", str(out), "--fail-below", "0.95",
+                 "trainer.max_steps=1500", "data.num_train=20000", "data.num_test=1000",
+                 "trainer.val_every_n_steps=500"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    records = [json.loads((out / f"seed{s}.json").read_text()) for s in range(3)]
+    assert [r["train_steps"] for r in records] == [1500] * 3
+    accuracies = {r["seed"]: r["metrics"]["count_accuracy"] for r in records}
+    assert min(accuracies.values()) >= 0.95, accuracies
+    assert summary["num_failed"] == 0 and summary["criterion"] == "count_accuracy < 0.95"
+
+
+def test_air_count_benchmark_writes_its_curve(tmp_path):
+    """``benchmarks/air_count_accuracy.py`` (the plain-loop benchmark) writes its JSON and PNG."""
     out = tmp_path / "air.json"
     code = _benchmark("air_count_accuracy").main(
-        ["--minutes", "10", "--max-steps", "800", "--seed", "0", "--threads", "1", "--eval-every", "1e9",
-         "--num-eval", "200", "--num-final", "1000", "--num-train", "20000", "--out", str(out)])
+        ["--minutes", "10", "--max-steps", "30", "--seed", "0", "--threads", "1", "--eval-every", "1e9",
+         "--num-eval", "100", "--num-final", "200", "--num-train", "2000", "--out", str(out)])
     assert code == 0
     result = json.loads(out.read_text())
-    assert result["steps"] == 800
-    # 0.899 on the AMD EPYC development machine (seed 0, one thread): 1-digit scenes are the errors (1->2)
-    assert result["final"]["count_accuracy"] >= 0.85, result["final"]
+    assert result["steps"] == 30 and result["final"]["num_test"] == 200
+    assert set(result["final"]["accuracy_by_count"]) == {"0", "1", "2"}
     assert out.with_suffix(".png").is_file()

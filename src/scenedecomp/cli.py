@@ -116,6 +116,7 @@ _LAZY = {
     "data": ("convert and inspect datasets", ".data.commands", "add_data_commands"),
     "export": ("write a run as a model folder (safetensors, no pickle)", ".training.export", "add_export_commands"),
     "pretrained": ("list the models shipped with the package", ".training.export", "add_export_commands"),
+    "seeds": ("train a preset for several seeds: per-seed JSON and a summary", ".training.seeds", "add_seeds_parser"),
 }
 _HERE = ("train", "evaluate", "visualize", "presets")
 

@@ -68,6 +68,14 @@ Design choices for reliable counting (the notes report that many public runs ove
   ``s = s_mean``) with small weights and a small posterior scale (0.1), so the first crops are sensible; the
   decoder output bias ``decoder_bias`` (-2) makes empty patches the default. The heads carry
   ``keep_init = True`` so ``model.init`` schemes do not overwrite them.
+- Exploration floor against the "dead step" trap (``z_pres_floor``, 0 = the paper's unrestricted
+  Bernoulli): early on a second step costs more than it explains (its decoder and window are untrained),
+  so REINFORCE may switch it off for every scene; once ``p_pres`` is near 0 the step is never sampled, its
+  window and ``z_what`` get no gradient and it never learns to draw, so 2-digit scenes are counted as 1
+  for good. With a floor the posterior is ``q(z_pres = 1) = floor + (1 - 2 floor) sigmoid(logit)``: every
+  step that may run is sampled at least that often in training and keeps learning, while the decision
+  ``p_pres > 0.5`` (the sign of the logit) and the closed-form ``kl_pres`` and ``log q`` of this family
+  are unchanged in form (:meth:`AIR.floored_logit` gives its logit). ``air-multi-mnist`` sets 0.05.
 - Optimisation: the preset ``air-multi-mnist`` sets the learning rates and the z_where scale prior (its
   notes say why).
 - Deterministic evaluation: in ``eval()`` mode ``z_pres = p_pres > 0.5`` (with the masking),
@@ -156,6 +164,7 @@ class AIRConfig:
     baseline_normalize: bool = True  # NVIL-style running centring/scaling of the baseline's target
     z_pres_init: float = 0.9  # initial p_pres of the first step
     z_pres_init_later: float | None = 0.2  # initial p_pres of later steps (None: same as z_pres_init)
+    z_pres_floor: float = 0.0  # q(z_pres) = floor + (1 - 2 floor) sigmoid(logit): every step stays explored
     composition: Composition = Composition.additive
     background: Background = Background.none
     mask_background: float = 0.1  # additive composition: background weight of the derived masks
@@ -319,6 +328,8 @@ class AIR(nn.Module):
             raise ValueError(f"AIR: z_pres_prob must lie in (0, 1), got {a.z_pres_prob}")
         if a.z_pres_prob_start is not None and not 0.0 < a.z_pres_prob_start < 1.0:
             raise ValueError(f"AIR: z_pres_prob_start must lie in (0, 1), got {a.z_pres_prob_start}")
+        if not 0.0 <= a.z_pres_floor < 0.5:
+            raise ValueError(f"AIR: z_pres_floor must lie in [0, 0.5), got {a.z_pres_floor}")
         if a.composition not in ("additive", "alpha"):
             raise ValueError(f"AIR: composition must be additive or alpha, got {a.composition!r}")
         if a.background not in ("none", "color"):
@@ -377,6 +388,18 @@ class AIR(nn.Module):
         # the decoder's last layer keeps torch's init; its outputs pass through sigmoid(. + decoder_bias)
         for head in (self.pres_head, self.where_head):
             head.keep_init = True
+
+    def floored_logit(self, logit: Tensor) -> Tensor:
+        """The logit of ``p = floor + (1 - 2 floor) sigmoid(logit)`` (``z_pres_floor``; unchanged at 0).
+
+        The map keeps the sign of the logit, so ``p > 0.5`` exactly where ``logit > 0``."""
+        eps = self.cfg.z_pres_floor
+        if eps <= 0:
+            return logit
+        log_eps, log_rest = math.log(eps), math.log1p(-2 * eps)
+        log_p = torch.logaddexp(logit.new_tensor(log_eps), log_rest + F.logsigmoid(logit))
+        log_1mp = torch.logaddexp(logit.new_tensor(log_eps), log_rest + F.logsigmoid(-logit))
+        return log_p - log_1mp
 
     # --- annealing / optimisation hooks -----------------------------------------------------------------
     def set_step(self, step: int) -> None:
@@ -452,7 +475,7 @@ class AIR(nn.Module):
             step_inputs.append(step_in)
             state = self.rnn.step(image_gates, step_in, state)
             hid = state[0]
-            logit = self.pres_head(hid) + self.pres_bias[min(t, self.max_steps - 1)]  # [B,1]
+            logit = self.floored_logit(self.pres_head(hid) + self.pres_bias[min(t, self.max_steps - 1)])  # [B,1]
             where_out = self.where_head(hid)
             mu_where, sd_where = where_out[:, :3], F.softplus(where_out[:, 3:]) + 1e-4
             if sample:
