@@ -139,7 +139,8 @@ def _flat(cfg) -> dict[str, object]:
 # attention network (the thesis uses one initialisation, trunc_normal_kaiming, for all three)
 THESIS_PAIRS = [("monet-objects-room", "monet-rn50-objects-room"), ("monet-clevr", "monet-rn50-clevr"),
                 ("monet-objects-room", "monet-rn50star-objects-room"), ("monet-clevr", "monet-rn50star-clevr")]
-# the CPU comparisons of docs/results.md (issue 12): the same recipe for both sides, only the attention differs
+# the CPU comparisons of docs/results.md ("MONet vs one-pass ResNet attention"): the same recipe for both
+# sides, only the attention differs
 CPU_PAIRS = [("monet-demo", "monet-rn18star-sprites-cpu"), ("monet-rooms64-cpu", "monet-rn18star-rooms64-cpu"),
              *(("monet-sprites64-cpu", f"monet-{rn}-sprites64-cpu")
                for rn in ("rn18star", "rn34star", "rn50star", "rn50"))]
