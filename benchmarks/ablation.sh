@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One equal-step probe of docs/results.md (issue 9): the monet-demo preset plus overrides, one thread,
+# One equal-step probe of docs/results.md: a preset ($PRESET, default monet-demo) plus overrides, one thread,
 # bf16 where the CPU supports it, validation on 300 images every VAL (default 500) steps, test metrics at
 # the end of MINUTES of training. Output: $OUT/NAME (default OUT=runs/ablations), log in $OUT/NAME.log.
 #   benchmarks/ablation.sh NAME MINUTES [key=value ...]

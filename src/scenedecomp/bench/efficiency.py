@@ -6,8 +6,8 @@ forward pass per image, the parameters, the training-step time and the peak memo
 (:mod:`.efficiency_measure` says how each is measured; :mod:`.efficiency_report` summarises them).
 
 Outputs in ``out_dir``: ``efficiency.json`` (all numbers, the environment and a ``summary`` with the
-issue's targets), ``efficiency.png`` (two panels like the thesis' Figure 5.12: attention FLOPs vs K and
-step time vs K) and ``efficiency.md`` (tables like the thesis' Table 5.5).
+targets from the thesis' claims), ``efficiency.png`` (two panels like the thesis' Figure 5.12: attention
+FLOPs vs K and step time vs K) and ``efficiency.md`` (tables like the thesis' Table 5.5).
 
 Models (``--models``): ``monet`` (the paper's U-Net, channels (32,32,64,64,64), 6 blocks
 (32,32,32,64,64,64) at 128x128), ``monet_wide`` (the U-Net width the thesis' 13.9M attention parameters

@@ -31,7 +31,7 @@ def _value(results: list[dict], model: str, k: int, getter: Callable[[dict], flo
 
 
 def summarize(results: list[dict], slots: Sequence[int]) -> dict[str, Any]:
-    """Ratios the issue targets: FLOP flatness/linearity in K and step-time ratios vs MONet."""
+    """Ratios against the thesis' claims: FLOP flatness/linearity in K and step-time ratios vs MONet."""
     slots = sorted(slots)
     k_lo = 7 if 7 in slots else slots[0]
     k_hi = 18 if 18 in slots else slots[-1]
