@@ -1,4 +1,5 @@
-# The two commands: `make demo` (install, train MONet on the embedded data, evaluate, figures) and
+# The two commands: `make demo` (install, train MONet on the embedded data, evaluate with the latent
+# probes, figures, report) and
 # `make test` (install with dev extras, run the test suite). Both create/reuse .venv with pip.
 PYTHON ?= python3
 VENV := .venv
@@ -19,6 +20,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/scenedecomp train --config monet-demo --overwrite $(ARGS)
+	$(BIN)/scenedecomp evaluate runs/monet-demo --disentanglement --quiet
 	$(BIN)/scenedecomp report runs/monet-demo
 
 test: $(STAMP)

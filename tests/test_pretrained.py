@@ -89,6 +89,10 @@ def test_export_reproduces_its_check_and_air_exports_too(exported, air_run, tmp_
     air = export.export_run(air_run, tmp_path / "air", check_images=16)
     assert "count_accuracy" in json.loads((air / "check.json").read_text())["metrics"]
     assert export.verify(air)["ok"]
+    from safetensors.torch import load_file
+
+    keys = set(load_file(str(air / "model.safetensors")))  # the REINFORCE baseline is for training only
+    assert keys and not any(k.startswith("baseline.") for k in keys)
 
 
 def test_a_changed_weight_fails_the_check(exported, tmp_path):

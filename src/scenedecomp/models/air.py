@@ -317,6 +317,9 @@ class AIR(nn.Module):
     ``num_slots`` (if given) sets the number of steps to ``num_slots - 1``. See the module docstring.
     """
 
+    # parameters that only training uses (the REINFORCE baseline): a model folder may leave them out
+    training_only_prefixes = ("baseline.",)
+
     def __init__(self, cfg: AIRConfig, in_channels: int = 1, image_size: int | tuple[int, int] = 50):
         super().__init__()
         a = cfg

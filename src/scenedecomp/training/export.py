@@ -83,11 +83,14 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, check_images: int
     run_dir, ckpt, cfg = find_run(run)
     module = load_module(ckpt, cfg)
     hp = module.hparams
-    weights = {k: v.detach().cpu().contiguous().clone() for k, v in module.model.state_dict().items()}
+    training_only = tuple(getattr(module.model, "training_only_prefixes", ()))  # e.g. AIR's baseline
+    weights = {k: v.detach().cpu().contiguous().clone() for k, v in module.model.state_dict().items()
+               if not k.startswith(training_only)}
     metadata = {"format": FORMAT, "in_channels": str(int(hp["in_channels"])),
                 "image_size": str(int(hp["image_size"])),
                 "background_labels": ",".join(str(int(v)) for v in hp["background_labels"])}
     cfg.data.options = {k: v for k, v in dict(cfg.data.options).items() if k != "cache_dir"}  # a local path
+    cfg.out_dir = "runs"  # where the run was trained is a local path too
 
     env = _read(run_dir / "env.json") or _read(run_dir / "provenance.json") or {}
     metrics = {k: v for k, v in (_read(run_dir / "metrics.json") or {}).items() if k not in ("checkpoint", "_path")}
