@@ -271,6 +271,20 @@ def test_geco_scope_component_weighs_the_component_vae_with_lambda():
                                + 0.5 * out.loss_terms["kl_mask"])
 
 
+def test_geco_component_scope_starts_at_its_step():
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    model = tiny_monet(extra=["model.loss.geco_mse_target=1e-4", "model.loss.geco_rate=0.5",
+                              "model.loss.geco_scope=component", "model.loss.geco_component_from_step=5"]).train()
+    for step, scoped in ((0, False), (4, False), (5, True), (9, True)):
+        model.set_step(step)
+        out = model(images)
+        weight, t = out.loss_terms["geco_lambda"], out.loss_terms
+        component = weight if scoped else 1.0
+        torch.testing.assert_close(out.loss, weight * t["nll"] + component * 0.5 * t["kl_z"]
+                                   + component * 0.5 * t["kl_mask"])
+    assert weight.item() > 1
+
+
 def test_gamma_decoder_weighs_the_component_vae_only():
     """gamma_decoder changes the component VAE's gradient from the mask KL, not the attention's."""
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -36,7 +36,9 @@ loss is ``lambda * (nll + beta * kl_z) + gamma * kl_mask + (lambda * gamma_decod
 The attention then learns from ``lambda * nll + gamma * kl_mask`` as with ``likelihood``, while the component
 VAE keeps the paper's balance of likelihood, KL(z) and masks whatever ``lambda`` is: when ``lambda`` (up to
 64) weighs the likelihood alone, KL(z) becomes negligible, every latent dimension fills with detail and the
-decoded masks do not learn a layout.
+decoded masks do not learn a layout. ``loss.geco_component_from_step`` turns the ``component`` scope on at a
+training step (the attention segments sooner while the component VAE is a near-autoencoder); evaluation
+always reports the paper's loss.
 
 Likelihood choice (``loss.likelihood``):
 
@@ -100,6 +102,9 @@ class LossConfig:
     # what GECO's lambda weighs (see the module docstring): the image likelihood only (likelihood), or also
     # the component VAE's KL(z) and mask terms (component), so that only the attention's balance changes
     geco_scope: GecoScope = GecoScope.likelihood
+    # with geco_scope=component: the training step from which lambda weighs the component VAE's terms (before
+    # it, lambda weighs the likelihood alone, which segments sooner); 0: from the start
+    geco_component_from_step: int = 0
 
 
 @dataclass
@@ -178,6 +183,8 @@ class MONet(nn.Module):
         self.component = ComponentVAE(cfg.component, in_channels, image_size, cfg.latent_dim)
         self.per_channel = cfg.loss.likelihood == "per_channel"
         self.register_buffer("train_beta", torch.tensor(self.beta_at(0)), persistent=False)
+        # 1 while lambda weighs the component VAE's terms (geco_scope=component, from geco_component_from_step)
+        self.register_buffer("component_scope", torch.tensor(self.component_scope_at(0)), persistent=False)
         if cfg.loss.geco_mse_target is not None:
             self.register_buffer("geco_lambda", torch.tensor(1.0))
             self.register_buffer("geco_mse_ema", torch.tensor(float("nan")))
@@ -202,9 +209,15 @@ class MONet(nn.Module):
             return loss_cfg.beta
         return loss_cfg.beta * min(1.0, step / loss_cfg.beta_warmup_steps)
 
+    def component_scope_at(self, step: int) -> float:
+        """1.0 where GECO's lambda weighs the component VAE's terms at training ``step``, else 0.0."""
+        loss_cfg = self.cfg.loss
+        return float(loss_cfg.geco_scope == GecoScope.component and step >= loss_cfg.geco_component_from_step)
+
     def set_step(self, step: int) -> None:
-        """Global training step (for the ``beta`` warm-up)."""
+        """Global training step (for the ``beta`` warm-up and ``geco_component_from_step``)."""
         self.train_beta.fill_(self.beta_at(int(step)))
+        self.component_scope.fill_(self.component_scope_at(int(step)))
 
     @torch.no_grad()
     def _geco_update(self, mse: Tensor) -> Tensor:
@@ -260,7 +273,9 @@ class MONet(nn.Module):
         if loss_cfg.geco_mse_target is not None and self.training:
             nll_weight = self._geco_update((recon.detach() - image).pow(2).mean())
             terms["geco_lambda"] = nll_weight
-        component_weight = nll_weight if loss_cfg.geco_scope == GecoScope.component else 1.0
+        component_weight = 1.0
+        if loss_cfg.geco_scope == GecoScope.component and self.training:
+            component_weight = 1.0 + self.component_scope * (nll_weight - 1.0)  # lambda once the scope is on
         per_image = nll_weight * nll + component_weight * beta * kl_z + loss_cfg.gamma * kl_m
         if self.training:
             decoder_weight = loss_cfg.gamma if loss_cfg.gamma_decoder is None else loss_cfg.gamma_decoder
