@@ -48,10 +48,9 @@ ADVICE = {
                 "model.loss.beta, or more steps (a MONet often holds everything in one slot for its first ~500 steps)",
     "unused_slots": "expected when no scene needs that many slots; otherwise AIR: another seed or a higher "
                     "model.air.z_pres_prob; MONet: more steps or the monet-demo recipe (GECO)",
-    "background_split": "try model.component.detach_mask_input=true and model.attention.padding=replicate "
-                        "(both in monet-demo), or more steps",
-    "decoded_masks_no_layout": "the latents hold colour, not position: try model.loss.gamma_decoder (e.g. 5) "
-                               "with model.loss.geco_mask_kl=true, or a lower GECO cap (model.loss.geco_max_weight)",
+    "background_split": "try model.component.detach_mask_input=true (as monet-demo does), or more steps",
+    "decoded_masks_no_layout": "the latents hold colour, not position: try model.loss.gamma_decoder=20 and, "
+                               "with GECO, model.loss.geco_scope=component (as monet-demo does), or more steps",
     "merged_objects": "try more steps or more slots (model.num_slots); objects of one colour in one slot mean the "
                       "masks follow colour: a lower GECO cap (model.loss.geco_max_weight); AIR: another seed",
 }
