@@ -277,12 +277,11 @@ class MONet(nn.Module):
         if loss_cfg.geco_scope == GecoScope.component and self.training:
             component_weight = 1.0 + self.component_scope * (nll_weight - 1.0)  # lambda once the scope is on
         per_image = nll_weight * nll + component_weight * beta * kl_z + loss_cfg.gamma * kl_m
-        if self.training:
-            decoder_weight = loss_cfg.gamma if loss_cfg.gamma_decoder is None else loss_cfg.gamma_decoder
-            decoder_weight = decoder_weight * component_weight
-            if not (isinstance(decoder_weight, float) and decoder_weight == loss_cfg.gamma):
-                # the component VAE's mask reconstruction at decoder_weight; the attention's gradient stays gamma
-                per_image = per_image + (decoder_weight - loss_cfg.gamma) * mask_kl(log_masks.detach(), mask_logits)
+        if self.training and (loss_cfg.gamma_decoder is not None or loss_cfg.geco_scope == GecoScope.component):
+            # the component VAE's mask reconstruction at decoder_weight; the attention's gradient stays gamma
+            decoder_weight = component_weight * (loss_cfg.gamma if loss_cfg.gamma_decoder is None
+                                                 else loss_cfg.gamma_decoder)
+            per_image = per_image + (decoder_weight - loss_cfg.gamma) * mask_kl(log_masks.detach(), mask_logits)
 
         return ModelOutput(
             loss=per_image.mean(),

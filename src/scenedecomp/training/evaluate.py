@@ -115,6 +115,20 @@ def _read_previous(target: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def output_dir(out_dir: str | os.PathLike) -> Path:
+    """Create the figures' output folder ``out_dir`` (with its parents); refuse one that cannot be written
+    in one line."""
+    out_dir = Path(out_dir)
+    problem = unwritable_reason(out_dir)
+    if problem:
+        raise RunError(f"{out_dir}: output directory {problem}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"{out_dir}: output directory is not writable ({err.strerror or err})") from None
+    return out_dir
+
+
 def visualize(path: str | os.PathLike, out_dir: str | os.PathLike, split: str = "test", num_images: int = 8,
               num_slots: int | None = None) -> list[Path]:
     """Write decomposition figures (and AIR box figures) for the first images of ``split``."""
@@ -126,14 +140,7 @@ def visualize(path: str | os.PathLike, out_dir: str | os.PathLike, split: str = 
     dataset = open_split(cfg, split)
     module = load_module(ckpt, cfg)
     num_slots = inference_slots(module, num_slots)
-    out_dir = Path(out_dir)
-    problem = unwritable_reason(out_dir)
-    if problem:
-        raise RunError(f"{out_dir}: output directory {problem}")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RunError(f"{out_dir}: output directory is not writable ({err.strerror or err})") from None
+    out_dir = output_dir(out_dir)
     n = min(num_images, len(dataset))
     images = torch.stack([dataset[i]["image"] for i in range(n)])
     with torch.no_grad():

@@ -37,6 +37,7 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
     from ..viz.figures import save_figure
     from ..viz.traversals import choose_traversal, component_figure, traversal_figure, traverse
     from .checkpoint import find_run, inference_slots, load_module
+    from .evaluate import output_dir
     from .loaders import open_split
     from .run_dir import RunError
 
@@ -86,7 +87,7 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
         data = traverse(model, picture, slot=slot, top=top, num_slots=k, sigma=sigma, value_range=value_range)
     except ValueError as err:
         raise RunError(f"--traversals: {err}") from None
-    out_dir = _output_dir(out_dir, RunError)
+    out_dir = output_dir(out_dir)
     written = [save_figure(traversal_figure(data, f"{cfg.name} {label}"),
                            out_dir / f"traversal_{label}_slot{data['slot']}.png")]
     if data["model"] == "monet":
@@ -101,8 +102,9 @@ def write_samples(path: str | os.PathLike, out_dir: str | os.PathLike, split: st
     (pairs of consecutive images of ``split``; each image's largest foreground slot). Models with a
     component VAE only (MONet and its one-pass variants)."""
     from ..viz.figures import save_figure
-    from ..viz.traversals import largest_foreground_slot, swap_figure, swap_slots
+    from ..viz.traversals import decode_scenes, largest_foreground_slot, swap_figure, swap_slots
     from .checkpoint import find_run, inference_slots, load_module
+    from .evaluate import output_dir
     from .loaders import open_split
     from .run_dir import RunError
 
@@ -121,19 +123,11 @@ def write_samples(path: str | os.PathLike, out_dir: str | os.PathLike, split: st
     images = torch.stack([dataset[i]["image"] for i in range(n)])
     with torch.no_grad():
         out = model(images, k)
-    swaps = []
-    for i in range(0, n, 2):
-        target = (i, largest_foreground_slot(out, i))
-        source = (i + 1, largest_foreground_slot(out, i + 1))
-        swaps.append((target, source, swap_slots(model, images, target, source, k)))
-    out_dir = _output_dir(out_dir, RunError)
-    return [save_figure(swap_figure(images, swaps, cfg.name), out_dir / "samples.png")]
-
-
-def _output_dir(out_dir: str | os.PathLike, error) -> Path:
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise error(f"{out_dir}: cannot create output directory ({err.strerror})") from None
-    return out_dir
+        swaps = []
+        for i in range(0, n, 2):
+            target = (i, largest_foreground_slot(out, i))
+            source = (i + 1, largest_foreground_slot(out, i + 1))
+            swaps.append((target, source, swap_slots(model, out.latents, target, source)))
+        generative = decode_scenes(model, out.latents)
+    out_dir = output_dir(out_dir)
+    return [save_figure(swap_figure(images, generative, swaps, cfg.name), out_dir / "samples.png")]

@@ -163,23 +163,20 @@ def traverse(model, image: torch.Tensor, slot: int | None = None, top: int | Non
 
 
 @torch.no_grad()
-def swap_slots(model, images: torch.Tensor, target: tuple[int, int], source: tuple[int, int],
-               num_slots: int | None = None) -> dict:
-    """Decode scene ``target[0]`` with its slot ``target[1]``'s latent replaced by slot ``source[1]`` of image
-    ``source[0]`` (both from ``images [N,C,H,W]``), and the reverse swap.
+def decode_scenes(model, latents: torch.Tensor) -> torch.Tensor:
+    """``latents [N,K,D]`` -> ``[N,C,H,W]``: each scene decoded from its slot latents alone (every slot's
+    decoded image under its decoded mask)."""
+    means, masks = _decode_scenes(model, latents)
+    return (masks * means).sum(1).clamp(0, 1)
 
-    Returns ``{"generative" [N,C,H,W] (every image decoded from its own latents), "swapped" [2,C,H,W]
-    (target with the source's object, source with the target's)}``.
-    """
-    model.eval()
-    out = model(images, num_slots)
-    means, masks = _decode_scenes(model, out.latents)
-    generative = (masks * means).sum(1)
+
+def swap_slots(model, latents: torch.Tensor, target: tuple[int, int], source: tuple[int, int]) -> torch.Tensor:
+    """``[2,C,H,W]``: scene ``target[0]`` decoded with its slot ``target[1]``'s latent replaced by slot
+    ``source[1]`` of scene ``source[0]``, and the reverse swap (``latents [N,K,D]``, posterior means)."""
     (ti, tk), (si, sk) = target, source
-    z = torch.stack([out.latents[ti].clone(), out.latents[si].clone()])
-    z[0, tk], z[1, sk] = out.latents[si, sk], out.latents[ti, tk]
-    means, masks = _decode_scenes(model, z)
-    return {"generative": generative.clamp(0, 1), "swapped": (masks * means).sum(1).clamp(0, 1)}
+    z = torch.stack([latents[ti].clone(), latents[si].clone()])
+    z[0, tk], z[1, sk] = latents[si, sk], latents[ti, tk]
+    return decode_scenes(model, z)
 
 
 def _traverse_air(model, out: ModelOutput, slot: int, top: int | None, t: torch.Tensor) -> dict:
@@ -252,16 +249,16 @@ def traversal_figure(data: dict, title: str = "") -> Figure:
     return fig
 
 
-def swap_figure(images: torch.Tensor, swaps: list[tuple[tuple[int, int], tuple[int, int], dict]],
-                title: str = "") -> Figure:
-    """One row per swap ``(target, source, swap_slots result)``: image A, A decoded from its latents, image B,
-    B decoded, A with B's object (A's slot latent replaced by B's), B with A's object."""
+def swap_figure(images: torch.Tensor, generative: torch.Tensor,
+                swaps: list[tuple[tuple[int, int], tuple[int, int], torch.Tensor]], title: str = "") -> Figure:
+    """One row per swap ``(target, source, swap_slots result)``: image A, A decoded from its latents
+    (``generative``, :func:`decode_scenes`), image B, B decoded, A with B's object (A's slot latent replaced
+    by B's), B with A's object."""
     fig, axes = plt.subplots(len(swaps), 6, figsize=(7.2, 1.3 * len(swaps) + 0.5), squeeze=False)
-    for row, ((ti, tk), (si, sk), data) in enumerate(swaps):
-        panels = [(f"A (image {ti})", images[ti]), ("A decoded", data["generative"][ti]),
-                  (f"B (image {si})", images[si]), ("B decoded", data["generative"][si]),
-                  (f"A, slot {tk} <- B slot {sk}", data["swapped"][0]),
-                  (f"B, slot {sk} <- A slot {tk}", data["swapped"][1])]
+    for row, ((ti, tk), (si, sk), swapped) in enumerate(swaps):
+        panels = [(f"A (image {ti})", images[ti]), ("A decoded", generative[ti]),
+                  (f"B (image {si})", images[si]), ("B decoded", generative[si]),
+                  (f"A, slot {tk} <- B slot {sk}", swapped[0]), (f"B, slot {sk} <- A slot {tk}", swapped[1])]
         for ax, (name, picture) in zip(axes[row], panels):
             ax.imshow(_to_rgb(picture), interpolation="nearest")
             ax.set_title(name, fontsize=6)
@@ -309,5 +306,5 @@ def component_figure(model, images: torch.Tensor, num_slots: int | None = None, 
     return fig
 
 
-__all__ = ["choose_traversal", "component_figure", "largest_foreground_slot", "mask_movement", "swap_figure",
-           "swap_slots", "traversal_figure", "traverse"]
+__all__ = ["choose_traversal", "component_figure", "decode_scenes", "largest_foreground_slot", "mask_movement",
+           "swap_figure", "swap_slots", "traversal_figure", "traverse"]
