@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scenedecomp.config import load_config
 from scenedecomp.data import open_dataset
 from scenedecomp.models.air import AIR
-from scenedecomp.training.config import load_config
 
 
 def _batch(images: np.ndarray, index: np.ndarray) -> torch.Tensor:

@@ -23,11 +23,11 @@ import argparse
 
 import torch
 
+from scenedecomp.inference.loaders import open_split
+from scenedecomp.inference.run import find_run, load_weights
 from scenedecomp.metrics.segmentation import ari
 from scenedecomp.models.masks import stick_breaking_log_masks
 from scenedecomp.models.monet import gaussian_kl, mask_kl, mixture_nll
-from scenedecomp.training.checkpoint import find_run, load_module
-from scenedecomp.training.loaders import open_split
 
 
 def gradient_paths(model, images: torch.Tensor, owner: torch.Tensor, split: torch.Tensor,
@@ -74,7 +74,7 @@ def gradient_paths(model, images: torch.Tensor, owner: torch.Tensor, split: torc
 
 def background_split(path: str, num_images: int, gradients: bool = False) -> str:
     _, ckpt, cfg = find_run(path)
-    model = load_module(ckpt, cfg).model
+    model = load_weights(ckpt, cfg).model
     dataset = open_split(cfg, "test")
     n = min(num_images, len(dataset))
     images = torch.stack([dataset[i]["image"] for i in range(n)])

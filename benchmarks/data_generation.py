@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from scenedecomp.data import open_dataset
-from scenedecomp.data.sprites import _num_workers, generate_multi_sprites, generate_shapes
+from scenedecomp.data.synthetic.sprites import _num_workers, generate_multi_sprites, generate_shapes
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ Example: ``python benchmarks/efficiency.py --slots 3,7,11,18 --image-size 64 --b
 
 import sys
 
-from scenedecomp.bench.efficiency import main
+from scenedecomp.cli.benchmark import efficiency_main as main
 
 if __name__ == "__main__":
     sys.exit(main())

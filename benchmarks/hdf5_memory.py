@@ -29,8 +29,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from scenedecomp.data import open_dataset
-from scenedecomp.data.convert import Preprocessing, _Writer
-from scenedecomp.data.multi_object import get_schema
+from scenedecomp.data.deepmind.convert import Preprocessing, _Writer
+from scenedecomp.data.deepmind.multi_object import get_schema
 
 
 def build(path: Path, num_images: int, seed: int = 0, block: int = 2048) -> float:

@@ -17,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from scenedecomp.bench.monet_step import build_training_step
-from scenedecomp.training.hardware import tune_malloc
+from scenedecomp.hardware import tune_malloc
 
 KINDS = {  # first matching substring of the aten op name wins
     "convolution backward": ("convolution_backward",),

@@ -4,7 +4,7 @@ Writes one synthetic GZIP TFRecord file in the clevr_with_masks layout (240x320x
 stored as one-byte strings, ~3.2 MB per record uncompressed; smooth rendered-looking images so that the
 file compresses roughly like the real one), then times, on that same file and in the same run:
 
-- ``scenedecomp``: :class:`scenedecomp.data.tfrecord.TFRecordReader` (CRC checked) + ``parse_example``,
+- ``scenedecomp``: :class:`scenedecomp.data.deepmind.tfrecord.TFRecordReader` (CRC checked) + ``parse_example``,
   once per combination of the available inflate backends (``zlib`` always; ``zlib-ng``/``isal`` when
   installed) and CRC32C backends (``numpy`` always; ``crc32c``/``google-crc32c`` when installed);
 - ``scenedecomp_decode``: the same plus decoding into the label map and factors (``decode_record``);
@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from tfrecord_writer import example, float_feature, frame, one_byte_strings  # noqa: E402
 
-from scenedecomp.data import tfrecord as tfr  # noqa: E402
-from scenedecomp.data import tfrecord_backends as backends  # noqa: E402
-from scenedecomp.data.example_proto import parse_example  # noqa: E402
-from scenedecomp.data.multi_object import decode_record, get_schema  # noqa: E402
+from scenedecomp.data.deepmind import tfrecord as tfr  # noqa: E402
+from scenedecomp.data.deepmind import tfrecord_backends as backends  # noqa: E402
+from scenedecomp.data.deepmind.example_proto import parse_example  # noqa: E402
+from scenedecomp.data.deepmind.multi_object import decode_record, get_schema  # noqa: E402
 
 H, W, K = 240, 320, 11
 

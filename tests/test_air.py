@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from scenedecomp.config import ConfigError, load_config
 from scenedecomp.models import ModelConfig, build_model
 from scenedecomp.models.air import (
     AIR,
@@ -18,7 +19,6 @@ from scenedecomp.models.air import (
     paste,
     window_boxes,
 )
-from scenedecomp.training.config import ConfigError, load_config
 
 
 def _cfg(**air) -> AIRConfig:

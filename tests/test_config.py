@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scenedecomp.training.config import ConfigError, list_presets, load_config
+from scenedecomp.config import ConfigError, list_presets, load_config
 
 
 def test_every_preset_loads():
@@ -72,7 +72,7 @@ def test_a_bad_choice_names_the_key_and_the_allowed_values(override, allowed):
 
 
 def test_choices_round_trip_through_config_yaml(tmp_path):
-    from scenedecomp.training.config import to_dict, to_yaml
+    from scenedecomp.config import to_dict, to_yaml
 
     cfg = load_config("monet-rn18star-sprites-cpu", ["model.attention.mask_normalization=softmax"])
     assert cfg.model.attention.type == "resnet_skip" and f"{cfg.model.attention.type}" == "resnet_skip"

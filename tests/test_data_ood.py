@@ -11,9 +11,9 @@ import torch
 from tfrecord_writer import example, make_scene, write_tfrecord
 
 from scenedecomp.data import DatasetError, open_dataset
-from scenedecomp.data import convert as conv
 from scenedecomp.data.cache import cache_key
-from scenedecomp.data.sprites import generate_multi_sprites
+from scenedecomp.data.deepmind import convert as conv
+from scenedecomp.data.synthetic.sprites import generate_multi_sprites
 
 
 def test_directory_with_one_converted_file_opens_it(tmp_path):

@@ -14,9 +14,10 @@ from tfrecord_writer import example, one_byte_strings, write_tfrecord
 from torch.utils.data import default_collate
 
 from scenedecomp.cli import main
-from scenedecomp.data import DatasetError, available_datasets, check_item, open_dataset, rooms
-from scenedecomp.data import convert as conv
-from scenedecomp.data.sprites import _sample_params
+from scenedecomp.data import DatasetError, available_datasets, check_item, open_dataset
+from scenedecomp.data.deepmind import convert as conv
+from scenedecomp.data.synthetic import rooms
+from scenedecomp.data.synthetic.sprites import _sample_params
 from scenedecomp.metrics.segmentation import ari
 
 BG = (0, 1, 2, 3)
@@ -355,7 +356,15 @@ def test_one_monet_step_through_the_cli(tmp_path, monkeypatch, capsys):
 
 
 def test_speed_and_figure_command(tmp_path, capsys):
-    assert rooms._main(["--speed", "20", "--figure", str(tmp_path / "rooms.png")]) == 0
+    """benchmarks/rooms_generation.py: the generation speed and a figure of 16 scenes."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "benchmarks" / "rooms_generation.py"
+    spec = importlib.util.spec_from_file_location("rooms_generation", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--speed", "20", "--figure", str(tmp_path / "rooms.png")]) == 0
     out = capsys.readouterr().out
     assert "20 scenes at 64x64 in " in out and "images/s (one thread)" in out
     assert (tmp_path / "rooms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,9 +11,10 @@ import torch
 from arrays import assert_same_arrays
 from torch.utils.data import DataLoader, default_collate
 
-from scenedecomp.data import DatasetError, check_item, open_dataset, sprites
+from scenedecomp.data import DatasetError, check_item, open_dataset
 from scenedecomp.data import cache as cache_mod
 from scenedecomp.data.cache import SceneArrayDataset, cache_key, default_cache_dir, load_arrays, save_arrays
+from scenedecomp.data.synthetic import sprites
 
 
 @pytest.fixture(scope="module")

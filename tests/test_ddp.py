@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from test_cli import TINY
 
-from scenedecomp.training.safety import ResumableSampler, ShardSampler
+from scenedecomp.data.samplers import ResumableSampler, ShardSampler
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import adjusted_rand_score
 
+from scenedecomp.metrics.batch import batch_metrics
 from scenedecomp.models.output import ModelOutput
-from scenedecomp.training.module import batch_metrics
 
 
 def _output(log_masks: torch.Tensor, decoded_logits: torch.Tensor, slot_recons: torch.Tensor) -> ModelOutput:

@@ -11,8 +11,8 @@ from PIL import Image
 
 import scenedecomp
 from scenedecomp.cli import main
-from scenedecomp.decomposition import slot_statistics
-from scenedecomp.training.checkpoint import find_run, load_module
+from scenedecomp.inference.decompose import slot_statistics
+from scenedecomp.inference.run import find_run, load_weights
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_decompose_folder_cli(monet_run, images_dir, tmp_path, capsys):
     assert result.names == ["corrupt", "grey", "rgb", "rgba"][1:] and len(result.skipped) == 1
     torch.testing.assert_close(result.latent_mean, torch.from_numpy(npz["latent_mean"]))
     _, ckpt, cfg = find_run(monet_run)
-    module = load_module(ckpt, cfg)
+    module = load_weights(ckpt, cfg)
     with torch.no_grad():
         direct = module.model(result.images)
     torch.testing.assert_close(result.latent_mean, direct.latents)

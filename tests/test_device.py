@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from scenedecomp.training import hardware
-from scenedecomp.training.config import load_config
-from scenedecomp.training.loaders import make_loader
+from scenedecomp import hardware
+from scenedecomp.config import load_config
+from scenedecomp.inference.loaders import make_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 

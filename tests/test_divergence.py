@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from scenedecomp.cli import main
+from scenedecomp.data.samplers import ResumableSampler
 from scenedecomp.training.module import SceneDecompModule
-from scenedecomp.training.safety import ResumableSampler
 
 TINY = ["data.image_size=16", "data.num_train=24", "data.num_val=8", "data.num_test=8", "data.batch_size=8",
         "model.num_slots=3", "model.latent_dim=4", "model.attention.channels=[8,8,8]",

@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
-from scenedecomp.bench.efficiency import add_efficiency_parser, run_efficiency
+from scenedecomp.bench.efficiency import run_efficiency
 from scenedecomp.bench.efficiency_measure import _Entry, resolve_bench_precision
-from scenedecomp.training.hardware import cpu_has_fast_bf16
+from scenedecomp.cli.benchmark import add_efficiency_parser
+from scenedecomp.hardware import cpu_has_fast_bf16
 
 
 def test_run_efficiency_tiny(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from scenedecomp.cli import main
-from scenedecomp.training.checkpoint import find_run, load_module
-from scenedecomp.training.disentangle import DisentanglementError, score_split
+from scenedecomp.evaluation.latents import DisentanglementError, score_split
+from scenedecomp.inference.run import find_run, load_weights
 
 
 def test_evaluate_disentanglement_writes_metrics_and_matrix(monet_run, capsys):
@@ -45,7 +45,7 @@ def test_evaluate_ood_split_with_more_slots(monet_run, air_run, capsys):
 
 def test_disentanglement_needs_factors(monet_run):
     _, ckpt, cfg = find_run(monet_run)
-    module = load_module(ckpt, cfg)
+    module = load_weights(ckpt, cfg)
     loader = [{"image": torch.rand(2, 3, 16, 16)}]
     with pytest.raises(DisentanglementError, match="no per-object factors"):
         score_split(module, loader)

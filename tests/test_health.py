@@ -133,7 +133,7 @@ def test_too_few_images_give_no_verdict():
 def test_validation_logs_each_warning_once(caplog):
     from test_precision import TINY
 
-    from scenedecomp.training.config import load_config
+    from scenedecomp.config import load_config
     from scenedecomp.training.module import SceneDecompModule
 
     module = SceneDecompModule.from_config(load_config("monet-demo", TINY), 3, 16)
@@ -157,7 +157,7 @@ def test_training_records_health_in_history(monet_run):
 
 
 def test_report_has_a_health_section(monet_run, tmp_path):
-    from scenedecomp.report import build_report
+    from scenedecomp.evaluation.report import build_report
 
     run = tmp_path / "run"
     run.mkdir()

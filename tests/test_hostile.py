@@ -27,9 +27,9 @@ from PIL import Image
 from tfrecord_writer import example, make_scene, write_tfrecord
 
 from scenedecomp.cli import main
+from scenedecomp.config import load_config
 from scenedecomp.data import open_dataset
-from scenedecomp.data.convert import convert
-from scenedecomp.training.config import load_config
+from scenedecomp.data.deepmind.convert import convert
 
 TINY = ["data.image_size=16", "data.num_train=16", "data.num_val=8", "data.num_test=8", "data.batch_size=8",
         "model.num_slots=3", "model.latent_dim=4", "model.attention.channels=[8,8,8]",
@@ -598,7 +598,7 @@ def test_decompose_refuses_a_folder_of_other_files(env, tmp_path, capsys):
 
 
 def test_interrupted_decompose_leaves_nothing(env, tmp_path, capsys, monkeypatch):
-    import scenedecomp.decomposition as D
+    import scenedecomp.inference.decompose as D
 
     for name in ("a", "b"):
         (tmp_path / f"{name}.png").write_bytes(_png_bytes(np.full((16, 16, 3), 99, np.uint8)))
@@ -655,7 +655,7 @@ def test_evaluate_out_cannot_replace_the_checkpoint(run_copy, capsys):
 
 
 def test_evaluate_disentanglement_refusal_writes_nothing(run_copy, tmp_path, capsys, monkeypatch):
-    import scenedecomp.training.disentangle as D
+    import scenedecomp.evaluation.latents as D
 
     def refuse(*args, **kwargs):
         raise D.DisentanglementError("no per-object factors")
@@ -826,7 +826,7 @@ def test_air_evaluate_with_two_slots(air_run, tmp_path, capsys):
 
 
 def test_unexpected_error_is_one_line_and_a_log(tmp_path, capsys, monkeypatch):
-    import scenedecomp.training.presets as P
+    import scenedecomp.config.presets as P
 
     def broken():
         raise ZeroDivisionError("a bug")
@@ -844,7 +844,7 @@ def test_unexpected_error_is_one_line_and_a_log(tmp_path, capsys, monkeypatch):
 def test_quiet_silences_python_warnings(run_copy, capsys):
     import warnings
 
-    import scenedecomp.training.evaluate as E
+    import scenedecomp.evaluation.evaluate as E
 
     real = E.evaluate_module
 
@@ -861,7 +861,7 @@ def test_quiet_silences_python_warnings(run_copy, capsys):
 
 # ----------------------------------------------------------------------------------------------- images
 def test_float_tiff_in_unit_range(tmp_path):
-    from scenedecomp.decomposition import read_image
+    from scenedecomp.inference.images import read_image
 
     path = tmp_path / "f.tif"
     Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(path)
@@ -880,7 +880,7 @@ def test_float_tiff_in_the_image_folder_dataset(tmp_path):
 
 @pytest.mark.parametrize("shape", [(8, 8), (8, 8, 3)])
 def test_sixteen_bit_png_by_bit_depth(tmp_path, shape):
-    from scenedecomp.decomposition import read_image
+    from scenedecomp.inference.images import read_image
 
     path = tmp_path / "x.png"
     path.write_bytes(_png16(np.full(shape, 32768, np.uint16)))

@@ -19,7 +19,7 @@ from PIL import Image
 from tfrecord_writer import example, make_scene, write_tfrecord
 
 from scenedecomp.cli import main
-from scenedecomp.data.convert import convert
+from scenedecomp.data.deepmind.convert import convert
 
 # how many mutated inputs of each kind (the total is what the default suite runs)
 COUNTS = {"png": 40, "tfrecord": 45, "hdf5": 30, "yaml": 45, "json": 30, "checkpoint": 24, "report": 20}

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from scenedecomp.config import load_config
 from scenedecomp.models import build_model
 from scenedecomp.models.init import initialize, scheme_bounds, truncated_std
-from scenedecomp.training.config import load_config
 
 # (layer, fan_in, fan_out) with the fans written out by hand (PyTorch's convention)
 LAYERS = [

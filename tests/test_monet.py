@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from scenedecomp.config import load_config
 from scenedecomp.models import build_model
 from scenedecomp.models.masks import stick_breaking_log_masks
 from scenedecomp.models.monet import gaussian_kl, mask_kl, mixture_nll
-from scenedecomp.training.config import load_config
 
 TINY = ["model.attention.channels=[8,8,8]", "model.attention.mlp_hidden=[16]",
         "model.component.encoder_channels=[8,8]", "model.component.encoder_hidden=16",
@@ -306,7 +306,7 @@ def test_gamma_decoder_weighs_the_component_vae_only():
 
 
 def test_geco_settings_are_validated():
-    from scenedecomp.training.config import ConfigError
+    from scenedecomp.config import ConfigError
 
     with pytest.raises(ConfigError, match="geco"):
         load_config(None, ["model.loss.geco_mse_target=-1"])

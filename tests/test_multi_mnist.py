@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scenedecomp.data import DatasetError, check_item, open_dataset
-from scenedecomp.data.multi_mnist import (
+from scenedecomp.data.synthetic.multi_mnist import (
     _paste,
     _resize_bank,
     generate_multi_mnist,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from scenedecomp import hardware
+from scenedecomp.config import ConfigError, load_config
 from scenedecomp.models import build_model
 from scenedecomp.models.component_vae import SpatialBroadcastDecoder
-from scenedecomp.training import hardware
-from scenedecomp.training.config import ConfigError, load_config
 
 TINY = ["model.attention.channels=[8,8,8]", "model.attention.mlp_hidden=[16]",
         "model.component.encoder_channels=[8,8]", "model.component.encoder_hidden=16",

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scenedecomp.training.config import ConfigError, list_presets, load_config, to_yaml
-from scenedecomp.training.presets import CONFIG_DIR, list_fragments
+from scenedecomp.config import ConfigError, list_presets, load_config, to_yaml
+from scenedecomp.config.presets import CONFIG_DIR, list_fragments
 
 RESOLVED = Path(__file__).parent / "presets_resolved"  # to_yaml(load_config(name)) per preset
 

@@ -13,14 +13,15 @@ import torch
 
 import scenedecomp
 from scenedecomp.cli import main
-from scenedecomp.training import export, pretrained
-from scenedecomp.training.checkpoint import find_run, load_module
-from scenedecomp.training.run_dir import RunError
+from scenedecomp.errors import RunError
+from scenedecomp.evaluation import export
+from scenedecomp.inference import pretrained
+from scenedecomp.inference.run import find_run, load_weights
 
 
 def cfg2_equal(exported_yaml: Path, run_yaml: Path) -> bool:
     """The exported config is the run's, less its local cache path and output folder."""
-    from scenedecomp.training.config import load_config
+    from scenedecomp.config import load_config
 
     a, b = load_config(exported_yaml), load_config(run_yaml)
     b.data.options = {k: v for k, v in b.data.options.items() if k != "cache_dir"}
@@ -57,7 +58,7 @@ def test_export_writes_the_format_with_tensors_only(exported, monet_run):
     header = json.loads(raw[8:8 + header_len])
     assert header["__metadata__"]["format"] == pretrained.FORMAT and header["__metadata__"]["image_size"] == "16"
     _, ckpt, cfg = find_run(monet_run)
-    assert set(header) - {"__metadata__"} == set(load_module(ckpt, cfg).model.state_dict())
+    assert set(header) - {"__metadata__"} == set(load_weights(ckpt, cfg).model.state_dict())
     prov = json.loads((exported / "provenance.json").read_text())
     assert prov["weights_sha256"] == hashlib.sha256(raw).hexdigest()
     assert prov["seed"] == 0 and prov["model"] == "monet" and prov["checkpoint_step"] == 4
@@ -73,11 +74,11 @@ def test_export_writes_the_format_with_tensors_only(exported, monet_run):
 
 def test_exported_weights_give_the_checkpoints_outputs(exported, monet_run):
     _, ckpt, cfg = find_run(monet_run)
-    reference = load_module(ckpt, cfg)
+    reference = load_weights(ckpt, cfg)
     folder, weights, cfg2 = find_run(exported)
     assert folder == exported and weights.name == "model.safetensors"
-    module = load_module(weights, cfg2)
-    assert not module.training
+    module = load_weights(weights, cfg2)
+    assert not module.model.training
     images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = reference(images), module(images)
@@ -190,7 +191,7 @@ def test_pretrained_names_list_load_and_decompose(shipped_here, exported, tmp_pa
     assert "check ok" in capsys.readouterr().out
 
     module, cfg = scenedecomp.load_pretrained("tiny")
-    assert not module.training and cfg.model.name == "monet" and cfg.data.image_size == 16
+    assert not module.model.training and cfg.model.name == "monet" and cfg.data.image_size == 16
     same, _ = scenedecomp.load_pretrained("pretrained:tiny")
     images = torch.rand(2, 3, 16, 16)
     with torch.no_grad():

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from scenedecomp.cli import main
-from scenedecomp.report import build_report, tensorboard_scalars
+from scenedecomp.evaluation.report import build_report, tensorboard_scalars
 
 # Injected at the top of <head> for the browser check only (the report itself has no script): records
 # script errors and console.error calls, and after `load` writes every image's decode state into the DOM.

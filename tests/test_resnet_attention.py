@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchvision
 
+from scenedecomp.config import load_config
 from scenedecomp.models import build_model
 from scenedecomp.models.attention import AttentionConfig
 from scenedecomp.models.resnet_attention import (
@@ -19,7 +20,6 @@ from scenedecomp.models.resnet_attention import (
     PretrainedWeightsNotFoundError,
     ResNetAttention,
 )
-from scenedecomp.training.config import load_config
 
 
 def make_attention(kind: str = "resnet_skip", norm: str = "stick_breaking", backbone: str = "resnet18",

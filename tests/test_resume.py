@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scenedecomp.training.safety import ResumableSampler
+from scenedecomp.data.samplers import ResumableSampler
 
 # 40 training images in batches of 8: 5 batches per epoch, so 13 steps cross two epoch boundaries
 TINY = ["data.image_size=16", "data.num_train=40", "data.num_val=8", "data.num_test=16", "data.batch_size=8",

@@ -9,7 +9,7 @@ import pytest
 from test_cli import TINY
 
 from scenedecomp.cli import main
-from scenedecomp.training.config import ConfigError
+from scenedecomp.config import ConfigError
 from scenedecomp.training.seeds import criterion_for, parse_seeds, summarize
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from scenedecomp.config import ConfigError, load_config
 from scenedecomp.models import build_model, fixed_num_slots
 from scenedecomp.models.slot_attention import SlotAttention, SlotAttentionConfig
-from scenedecomp.training.config import ConfigError, load_config
 
 # a tiny Slot Attention on 16x16 images (the preset's structure, narrower)
 TINY = ["model.name=slot_attention", "model.latent_dim=8", "model.num_slots=3",

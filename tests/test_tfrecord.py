@@ -23,10 +23,10 @@ from tfrecord_writer import (
 )
 
 from scenedecomp.data import DatasetError
-from scenedecomp.data import tfrecord as tfr
-from scenedecomp.data import tfrecord_backends as backends
-from scenedecomp.data.example_proto import ExampleError, parse_example
-from scenedecomp.data.multi_object import SCHEMAS, decode_record, get_schema, label_map
+from scenedecomp.data.deepmind import tfrecord as tfr
+from scenedecomp.data.deepmind import tfrecord_backends as backends
+from scenedecomp.data.deepmind.example_proto import ExampleError, parse_example
+from scenedecomp.data.deepmind.multi_object import SCHEMAS, decode_record, get_schema, label_map
 
 
 @pytest.fixture

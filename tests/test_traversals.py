@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from scenedecomp.cli import main
-from scenedecomp.training.checkpoint import find_run, load_module
-from scenedecomp.training.loaders import open_split
+from scenedecomp.inference.loaders import open_split
+from scenedecomp.inference.run import find_run, load_weights
 from scenedecomp.viz.traversals import (
     choose_traversal,
     decode_scenes,
@@ -24,7 +24,7 @@ from scenedecomp.viz.traversals import (
 @pytest.fixture(scope="module")
 def monet(monet_run):
     _, ckpt, cfg = find_run(monet_run)
-    return load_module(ckpt, cfg).model, open_split(cfg, "test")[3]["image"]
+    return load_weights(ckpt, cfg).model, open_split(cfg, "test")[3]["image"]
 
 
 def test_traversal_centre_column_is_the_unchanged_decoding(monet):

@@ -22,7 +22,7 @@ def test_wheel_ships_presets_and_trains_one_step(tmp_path, monet_run):
     src = tmp_path / "src-copy"
     shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     # a model folder shipped as package data, beside any real ones: `pretrained:tiny-wheel` in the install
-    from scenedecomp.training.export import export_run
+    from scenedecomp.evaluation.export import export_run
 
     export_run(monet_run, src / "src" / "scenedecomp" / "pretrained" / "tiny-wheel", check_images=8)
     shipped_names = sorted(p.name for p in (src / "src" / "scenedecomp" / "pretrained").iterdir() if p.is_dir())

@@ -101,7 +101,7 @@ def write_tfrecord(path: Path, records: Iterable[bytes], compression: str = "gzi
                    crc: Callable[[bytes], int] | None = None) -> Path:
     """Write framed ``records`` to ``path`` compressed as one ``gzip``/``zlib`` stream (or ``none``)."""
     if crc is None:
-        from scenedecomp.data.tfrecord_backends import crc32c as crc
+        from scenedecomp.data.deepmind.tfrecord_backends import crc32c as crc
     raw = b"".join(frame(r, crc) for r in records)
     if compression == "gzip":
         data = gzip.compress(raw, compresslevel=6)

@@ -45,3 +45,7 @@ def one_line(err: BaseException, limit: int = 400) -> str:
 
 
 __all__ = ["BadConfig", "BadInput", "BadRun", "Interrupted", "ResourceLimit", "UserError", "one_line"]
+
+
+class RunError(BadRun, ValueError):
+    """A run cannot be started, found or loaded (one-line message)."""

@@ -8,14 +8,16 @@ command line can use it before anything heavy is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import BadConfig, BadInput, ResourceLimit, one_line
+from .errors import BadConfig, BadInput, ResourceLimit, RunError, one_line
 
 # ----------------------------------------------------------------------------------------------- bounds
 MAX_PIXELS = 40_000_000  # an image with more pixels (read from its header) is not decoded
@@ -166,3 +168,104 @@ def check_output_file(target: str | os.PathLike, what: str, allowed_suffixes: tu
 __all__ = ["MAX_BATCH_SIZE", "MAX_IMAGE_SIZE", "MAX_PIXELS", "MAX_SLOTS", "check_bound", "check_inside",
            "check_output_file", "is_inside", "load_json", "load_yaml", "parse_yaml", "read_bytes", "read_text",
            "safe_name"]
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | None = None, writer=None) -> Path:
+    """Write ``data`` (or whatever ``writer(fileobj)`` writes) to ``path`` atomically, umask mode."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if writer is not None:
+                writer(fh)
+            else:
+                fh.write(data or b"")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """Why ``folder`` (which may not exist yet) could not be created and written to, or None if it can.
+
+    Probes with a real write in ``folder`` or its first existing parent (permission bits say nothing for
+    root or read-only file systems) and creates nothing that stays.
+    """
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        return "exists and is not a directory"
+    probe_dir = next((p for p in [folder, *folder.parents] if p.exists()), Path.cwd())
+    if not probe_dir.is_dir():
+        return f"cannot be created ({probe_dir} is not a directory)"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".scenedecomp-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return f"is not writable ({probe_dir}: {err.strerror or err})"
+    return None
+
+
+def remove_stale_temp_files(folder: Path) -> int:
+    """Delete temp files left by a write that was killed midway (``.<name>.<random>.tmp``)."""
+    removed = 0
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed += 1
+    return removed
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write JSON atomically (temp file in the same folder, then rename; mode from the umask).
+
+    A target that cannot be written (a directory, a read-only place) raises :class:`RunError`, leaving
+    no temp file behind."""
+    path = Path(path)
+    if path.is_dir():
+        raise RunError(f"{path}: is a directory; give a .json file path")
+    text = json.dumps(_nan_to_none(payload), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise RunError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
+def _nan_to_none(value):
+    """Strict JSON: NaN (a metric with no valid image) becomes null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_to_none(v) for v in value]
+    return value

@@ -18,7 +18,6 @@ the last two (resnet50 as in the thesis; resnet18 for a quick CPU run).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -26,16 +25,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..errors import BadInput
-from ..safeio import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_SLOTS, check_bound
-from ..training.hardware import tune_malloc
+from ..hardware import tune_malloc
 from .efficiency_measure import (
     DEFAULT_MODELS,
     DEFAULT_SLOTS,
     MODELS,
-    PRECISIONS,
     benchmark_slots,
     environment,
     resolve_bench_precision,
@@ -108,80 +102,3 @@ def run_efficiency(slots: Sequence[int] = DEFAULT_SLOTS, image_size: int = 64, b
     return report
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _name_list(text: str) -> list[str]:
-    names = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [n for n in names if n not in MODELS]
-    if bad:
-        raise argparse.ArgumentTypeError(
-            f"unknown model(s) {', '.join(bad)}; expected some of {', '.join(MODELS)}"
-        )
-    return names
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--slots", type=_int_list, default=list(DEFAULT_SLOTS),
-                        help="comma-separated K values (default 3,5,7,11,14,18)")
-    parser.add_argument("--image-size", type=int, default=64, help="square image side, multiple of 32")
-    parser.add_argument("--batch-size", type=int, default=8, help="training batch (default 8; thesis: 64)")
-    parser.add_argument("--models", type=_name_list, default=list(DEFAULT_MODELS),
-                        help=f"comma-separated, from {', '.join(MODELS)} (default monet,rn50,rn50star)")
-    parser.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50"],
-                        help="ResNet depth of rn50/rn50star (default resnet50, as in the thesis)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed training steps per config (median)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="fp32, bf16 (autocast) or auto (bf16 where training would use it); default fp32")
-    parser.add_argument("--tune-malloc", action="store_true",
-                        help="raise glibc's mmap/trim thresholds first, as scenedecomp train does")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    parser.add_argument("--out-dir", default="runs/benchmarks/efficiency", help="where the JSON/PNG/MD go")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Handler for the parsed ``efficiency`` sub-command; returns an exit code."""
-    check_bound("--batch-size", args.batch_size, 1, MAX_BATCH_SIZE)
-    check_bound("--image-size", args.image_size, 8, MAX_IMAGE_SIZE)
-    for k in args.slots:
-        check_bound("--slots", k, 2, MAX_SLOTS)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        report = run_efficiency(args.slots, args.image_size, args.batch_size, args.models, args.repeats,
-                                args.out_dir, args.device, backbone=args.backbone, warmup=args.warmup,
-                                memory=not args.no_memory, plot=not args.no_plot, precision=args.precision,
-                                malloc=args.tune_malloc)
-    except ValueError as err:  # a bad choice of slots, sizes or models: one line on stderr, exit 2
-        raise BadInput(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
-    summary = report["summary"]
-    print(json.dumps({k: summary[k] for k in ("attention_flops_change", "step_time_ratio_vs_monet",
-                                              "targets_met")}, indent=2))
-    return 0
-
-
-def add_efficiency_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``efficiency`` sub-command (``scenedecomp benchmark efficiency``) to ``subparsers``."""
-    parser = subparsers.add_parser(
-        "efficiency",
-        help="FLOPs, parameters, step time and memory of MONet vs MONet-RN50/RN50* as K grows",
-        description=__doc__.split("\n\n")[0],
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run_from_args)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python benchmarks/efficiency.py``)."""
-    parser = argparse.ArgumentParser(prog="efficiency", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))

@@ -36,9 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..config import load_config
+from ..hardware import resolve_precision
 from ..models import build_model
-from ..training.config import load_config
-from ..training.hardware import resolve_precision
 
 MODELS = ("monet", "monet_wide", "rn50", "rn50star")
 DEFAULT_MODELS = ("monet", "rn50", "rn50star")

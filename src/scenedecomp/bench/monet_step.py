@@ -28,7 +28,6 @@ over the ``fp32`` variant) are ratios taken in one run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -89,8 +88,8 @@ def build_training_step(preset: str | None, overrides: list[str] | tuple[str, ..
     Returns ``(model, images, step)`` where ``step()`` runs forward + backward + update once (compiling
     ``model`` in place afterwards makes ``step`` use the compiled forward).
     """
+    from ..config import load_config
     from ..models import build_model
-    from ..training.config import load_config
 
     cfg = load_config(preset, [f"data.image_size={image_size}", *overrides])
     torch.manual_seed(0)
@@ -110,7 +109,7 @@ def build_training_step(preset: str | None, overrides: list[str] | tuple[str, ..
 
 def channels_last_key(preset: str | None, overrides: tuple[str, ...] | list[str]) -> str:
     """The config key of the model's decoder memory layout (MONet's component decoder or Slot Attention's)."""
-    from ..training.config import load_config
+    from ..config import load_config
 
     name = load_config(preset, list(overrides)).model.name
     return "model.slot_attention.channels_last" if name == "slot_attention" else "model.component.channels_last"
@@ -119,7 +118,7 @@ def channels_last_key(preset: str | None, overrides: tuple[str, ...] | list[str]
 def measure_variant(variant: str, preset: str | None, overrides: tuple[str, ...], image_size: int, num_slots: int,
                     batch_size: int, steps: int, warmup: int, device: str, threads: int | None) -> dict:
     """Time one variant in this process (call it in a fresh process: it may tune malloc)."""
-    from ..training.hardware import tune_malloc
+    from ..hardware import tune_malloc
 
     spec = VARIANTS[variant]
     malloc_ok = tune_malloc() if spec["malloc"] else False
@@ -221,67 +220,6 @@ def format_table(result: dict) -> str:
                      f"{r.get('speedup', float('nan')):7.2f} {r['achieved_gflops']:8.1f} "
                      f"{100 * r['fraction_of_bf16_peak']:6.1f}% {compile_s:>21s}")
     return "\n".join(lines)
-
-
-def add_step_parser(subparsers) -> None:
-    p = subparsers.add_parser("step", help="training images/s of fp32 / bf16 / compiled / allocator variants",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="preset to start from (default: the paper MONet config)")
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--slots", type=int, default=7)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                   help=f"comma-separated subset of {', '.join(VARIANTS)}")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--baseline-overrides", default="",
-                   help="comma-separated key=value applied to the fp32 variant only (the model as it was)")
-    p.add_argument("--out", default=None, help="also write the JSON here")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.set_defaults(func=_cmd_step)
-
-
-def _cmd_step(args) -> int:
-    from ..training.config import ConfigError
-
-    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        raise ConfigError(f"--variants: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(VARIANTS)}")
-    if args.steps < 1:
-        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
-    from ..safeio import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_SLOTS, check_bound
-
-    check_bound("--batch-size", args.batch_size, 1, MAX_BATCH_SIZE)
-    if args.out:  # before measuring: the result may not replace a checkpoint, config or data file
-        from ..safeio import check_output_file
-
-        check_output_file(args.out, "benchmark result", (".json",))
-    check_bound("--image-size", args.image_size, 8, MAX_IMAGE_SIZE)
-    check_bound("--slots", args.slots, 2, MAX_SLOTS)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device}: no CUDA device is available")
-    from ..training.config import load_config
-
-    baseline = tuple(item.strip() for item in args.baseline_overrides.split(",") if item.strip())
-    for extra in ((), baseline):  # refuse a bad config before starting subprocesses
-        load_config(args.config, [f"model.num_slots={args.slots}", f"data.image_size={args.image_size}",
-                                  *args.overrides, *extra])
-    result = run_step_benchmark(args.config, tuple(args.overrides), args.image_size, args.slots, args.batch_size,
-                                args.steps, variants=variants, device=args.device, threads=args.threads,
-                                baseline_overrides=baseline)
-    print(format_table(result))
-    if args.out:
-        from pathlib import Path
-
-        from ..training.run_dir import write_json
-
-        write_json(Path(args.out), result)
-        print(f"JSON written to {args.out}")
-    else:
-        print(json.dumps(result, indent=2))
-    return 0
 
 
 if __name__ == "__main__":  # a child process measuring one variant

@@ -26,7 +26,8 @@ def available_datasets() -> list[str]:
 
 def _load_builtin() -> None:
     # Importing the modules registers their datasets.
-    from . import hdf5, image_folder, multi_mnist, rooms, sprites  # noqa: F401
+    from . import hdf5, image_folder  # noqa: F401
+    from .synthetic import multi_mnist, rooms, sprites  # noqa: F401
 
 
 def open_dataset(name_or_path: str | os.PathLike, split: str = "train", **options) -> Dataset:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .convert import FORMAT
+from .deepmind.convert import FORMAT
 from .registry import SPLITS, DatasetError, register_dataset
 
 __all__ = ["HDF5Dataset", "open_hdf5"]

@@ -22,6 +22,7 @@ from .component_vae import ComponentConfig
 from .init import InitScheme, initialize
 from .monet import LossConfig, MONet, MONetConfig
 from .output import ModelOutput
+from .scene_model import SceneModel, SceneModelBase, fixed_num_slots
 from .slot_attention import SlotAttention, SlotAttentionConfig
 
 
@@ -69,18 +70,6 @@ def build_model(cfg: ModelConfig, in_channels: int = 3, image_size: int = 64) ->
     return model
 
 
-def fixed_num_slots(model: nn.Module) -> int | None:
-    """The K a built model must run with, or None when ``forward``'s ``num_slots`` may change it.
-
-    MONet's recurrent attention, AIR and Slot Attention take any K at inference; MONet's one-pass
-    attention (RN50 / RN50*) predicts a fixed number of masks.
-    """
-    attention = getattr(model, "attention", None)
-    if attention is not None and getattr(attention, "recurrent", True) is False:
-        return model.num_slots
-    return None
-
-
 __all__ = ["AIRConfig", "AttentionConfig", "ComponentConfig", "LossConfig", "MONetConfig", "ModelConfig",
-           "ModelName", "ModelOutput", "SlotAttentionConfig", "build_model",
-           "fixed_num_slots"]
+           "ModelName", "ModelOutput", "SceneModel", "SceneModelBase", "SlotAttentionConfig",
+           "build_model", "fixed_num_slots"]

@@ -119,6 +119,7 @@ from torch import Tensor, nn
 
 from ..choices import Choice
 from .output import ModelOutput
+from .scene_model import SceneModelBase
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _EMA = 0.99  # decay of the running learning-signal statistics
@@ -311,7 +312,7 @@ def _inverse_softplus(value: float) -> float:
 
 
 # --- the model ----------------------------------------------------------------------------------------
-class AIR(nn.Module):
+class AIR(SceneModelBase):
     """Attend-Infer-Repeat. ``forward(image [B,C,H,W], num_slots=None) -> ModelOutput`` with ``K = N + 1``.
 
     ``num_slots`` (if given) sets the number of steps to ``num_slots - 1``. See the module docstring.

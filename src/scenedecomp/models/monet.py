@@ -65,6 +65,7 @@ from ..choices import Choice
 from .attention import AttentionConfig, AttentionType, RecurrentUNetAttention
 from .component_vae import ComponentConfig, ComponentVAE
 from .output import ModelOutput
+from .scene_model import SceneModelBase
 
 
 class Likelihood(Choice):  # see the module docstring
@@ -168,7 +169,7 @@ def build_attention(cfg: AttentionConfig, in_channels: int, image_size: int, num
     return ResNetAttention(cfg, in_channels, image_size, num_slots)
 
 
-class MONet(nn.Module):
+class MONet(SceneModelBase):
     """MONet with a configurable attention network.
 
     ``forward(image [B,C,H,W], num_slots=None) -> ModelOutput`` (see :class:`ModelOutput`).
@@ -188,6 +189,12 @@ class MONet(nn.Module):
         if cfg.loss.geco_mse_target is not None:
             self.register_buffer("geco_lambda", torch.tensor(1.0))
             self.register_buffer("geco_mse_ema", torch.tensor(float("nan")))
+
+    @property
+    def adjustable_num_slots(self) -> bool:
+        """The recurrent attention takes any K at inference; a one-pass attention (RN50/RN50*) predicts a
+        fixed number of masks."""
+        return self.attention.recurrent
 
     def parameter_groups(self, lr: float) -> list[dict]:
         """Optimiser groups: every parameter at ``lr``, except that with a one-pass attention and

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .output import ModelOutput
+from .scene_model import SceneModelBase
 
 
 @dataclass
@@ -258,7 +259,7 @@ class BroadcastDecoder(nn.Module):
         return self.rest(self.first(self.position(self.tiled(slots).contiguous())))
 
 
-class SlotAttention(nn.Module):
+class SlotAttention(SceneModelBase):
     """Slot Attention autoencoder (see the module docstring).
 
     ``forward(image [B,C,H,W], num_slots=None, slots=None) -> ModelOutput``; ``slots [B,K,D]`` replaces

@@ -10,36 +10,12 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
-from .. import metrics as M
+from ..config import RunConfig, to_dict
+from ..metrics.batch import batch_metrics
 from ..models import build_model
 from ..models.output import ModelOutput
-from .config import RunConfig, to_dict
 
 health_log = logging.getLogger("scenedecomp.health")  # one line per warning, on stderr unless configured
-
-
-def batch_metrics(batch: dict, out: ModelOutput, background_labels=(0,)) -> dict[str, torch.Tensor]:
-    """Per-image metrics ``{name: [B]}`` for whatever ground truth the batch carries.
-
-    Models with decoded masks (``extras["recon_log_masks"]``, MONet's component VAE) also get
-    ``generative_mse`` (the image rebuilt from the decoded masks and slot images) and, with ground truth,
-    ``decoded_ari`` / ``decoded_fg_ari`` / ``decoded_msc`` (segmentation by the decoded masks' argmax).
-    """
-    image = batch["image"]
-    result = {"mse": M.mse(image, out.recon.clamp(0, 1))}
-    if "mask" in batch:
-        result.update(M.segmentation_metrics(batch["mask"], out.predicted_labels(), background_labels))
-    decoded = out.extras.get("recon_log_masks")  # MONet-family: the component VAE's decoded masks
-    if decoded is not None:
-        # the generative reconstruction: each slot's decoded image under its decoded mask
-        generative = (decoded.exp() * out.slot_recons).sum(1)
-        result["generative_mse"] = M.mse(image, generative.clamp(0, 1))
-        if "mask" in batch:
-            seg = M.segmentation_metrics(batch["mask"], decoded, background_labels)
-            result.update({f"decoded_{k}": seg[k] for k in ("ari", "fg_ari", "msc")})
-    if "num_objects" in batch and "num_objects" in out.extras:
-        result["count_accuracy"] = M.count_accuracy(batch["num_objects"], out.extras["num_objects"])
-    return result
 
 
 def _plain(value):
@@ -93,8 +69,7 @@ class SceneDecompModule(L.LightningModule):
         return self.model(image, num_slots)
 
     def training_step(self, batch, batch_idx):
-        if hasattr(self.model, "set_step"):
-            self.model.set_step(self.global_step)
+        self.model.set_step(self.global_step)
         out = self(batch["image"])
         guard = getattr(self, "divergence_guard", None)  # training/safety.py, attached by run.train
         if guard is not None and guard.check_loss(self, out):
@@ -164,10 +139,7 @@ class SceneDecompModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt_cfg = self.cfg.optim
-        if hasattr(self.model, "parameter_groups"):
-            groups = self.model.parameter_groups(opt_cfg.lr)
-        else:
-            groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        groups = self.model.parameter_groups(opt_cfg.lr)
         kwargs = {"lr": opt_cfg.lr, "weight_decay": opt_cfg.weight_decay}
         if opt_cfg.name == "rmsprop":
             optimizer = torch.optim.RMSprop(groups, **kwargs)

@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError, load_config
-from .run_dir import write_json
+from ..config import ConfigError, load_config
+from ..safeio import write_json
 
 #: the default failure criterion per model name: (metric, threshold); a seed fails when metric < threshold
 CRITERIA: dict[str, tuple[str, float]] = {"air": ("count_accuracy", 0.9)}
@@ -82,10 +82,9 @@ def seed_command(preset: str, seed: int, overrides: Sequence[str], runs_dir: Pat
 
 
 def _run_one(job: SeedRun, threads: int) -> int:
-    import scenedecomp
-
-    # the child imports the same scenedecomp as this process (a source checkout or the installed package)
-    source = str(Path(scenedecomp.__file__).resolve().parents[1])
+    # the child imports the same scenedecomp as this process (a source checkout or the installed package):
+    # the folder that holds the package (this file is scenedecomp/training/seeds.py)
+    source = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": path}
     job.log.parent.mkdir(parents=True, exist_ok=True)
@@ -220,37 +219,5 @@ def format_summary(summary: dict) -> str:
 
 
 # --- the `scenedecomp seeds` command -----------------------------------------------------------------
-def add_seeds_parser(sub) -> None:
-    """Add the ``seeds`` subcommand to the ``scenedecomp`` parser's subparsers."""
-    p = sub.add_parser("seeds", help="train a preset for several seeds; per-seed JSON and a summary",
-                       description=(
-                           "Train PRESET once per seed (--parallel processes at a time, --threads torch threads "
-                           "each) and write <out>/seed<N>.json with each seed's test metrics and <out>/summary.json "
-                           "with mean, std (n - 1), min, max and the number of failed seeds: count_accuracy < 0.9 "
-                           "for AIR, fg_ari < 0.5 for the segmentation models (or --metric/--fail-below)."))
-    p.add_argument("preset", help="preset name (see `scenedecomp presets`) or YAML path")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted overrides for every seed, e.g. trainer.max_minutes=5 (not seed, name, out_dir)")
-    p.add_argument("--seeds", default="0-4", help="seeds, e.g. 0-9 or 0,2,5-7 (default 0-4)")
-    p.add_argument("--out", required=True, help="folder for seed<N>.json and summary.json")
-    p.add_argument("--runs-dir", default=None, help="folder for the run directories (default <out>/runs)")
-    p.add_argument("--parallel", type=int, default=2, help="runs at a time (default 2)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    p.add_argument("--metric", default=None, help="failure criterion's metric (default by model, see above)")
-    p.add_argument("--fail-below", type=float, default=None, help="failure criterion's threshold")
-    p.add_argument("--overwrite", action="store_true", help="replace existing run directories")
-    p.set_defaults(func=_cmd_seeds)
 
 
-def _cmd_seeds(args) -> int:
-    criterion = None
-    if args.metric is not None or args.fail_below is not None:
-        cfg = load_config(args.preset, args.overrides)
-        default = criterion_for(cfg.model.name)
-        criterion = (args.metric or default[0], default[1] if args.fail_below is None else args.fail_below)
-    summary = run_seeds(args.preset, parse_seeds(args.seeds), args.out, args.overrides, runs_dir=args.runs_dir,
-                        parallel=args.parallel, threads=args.threads, criterion=criterion,
-                        overwrite=args.overwrite, report=lambda record: print(format_record(record), flush=True))
-    print(format_summary(summary))
-    print(f"seed table written to {Path(args.out) / 'summary.json'}")
-    return 1 if summary["errors"] else 0

@@ -17,24 +17,16 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback as L_Callback
 
-from ..errors import Interrupted, UserError
-from .checkpoint import read_checkpoint
-from .config import ConfigError, RunConfig, to_yaml
-from .evaluate import evaluate, visualize
-from .loaders import image_shape, make_loader, open_split
+from ..config import ConfigError, RunConfig, to_yaml
+from ..errors import Interrupted, RunError, UserError
+from ..evaluation.evaluate import evaluate, visualize
+from ..hardware import environment
+from ..inference.loaders import image_shape, make_loader, open_split
+from ..inference.run import read_checkpoint
+from ..safeio import atomic_write_text, remove_stale_temp_files, unwritable_reason, write_json
+from .divergence import DivergenceError, DivergenceGuard
 from .module import SceneDecompModule
-from .run_dir import RunError, environment, write_json
-from .safety import (
-    RUN_MARKER,
-    AtomicCheckpointIO,
-    DivergenceError,
-    DivergenceGuard,
-    ResumeState,
-    ShardSamplers,
-    atomic_write_text,
-    remove_stale_temp_files,
-    unwritable_reason,
-)
+from .resume import RUN_MARKER, AtomicCheckpointIO, ResumeState, ShardSamplers
 
 
 def train(cfg: RunConfig, overwrite: bool = False, resume: bool = False, quiet: bool = False) -> dict:
@@ -175,8 +167,8 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool, lock: Run
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
+    from ..hardware import resolve_precision, tune_malloc
     from ..viz.figures import curve_figure, save_figure
-    from .hardware import resolve_precision, tune_malloc
 
     # a data-parallel worker process (started by Lightning's launcher, torchrun or SLURM) uses the run
     # directory that rank 0 prepares and writes; it only trains
@@ -276,13 +268,13 @@ def _check_resume_config(cfg: RunConfig, run_dir: Path, state: dict) -> None:
     """``--resume`` continues the same model: its settings and image size must be the checkpoint's."""
     from dataclasses import asdict
 
-    from .checkpoint import _config_from_dict
+    from ..config import config_from_dict
 
     stored = (state.get("hyper_parameters") or {}).get("config")
     if not isinstance(stored, dict):
         raise RunError(f"{run_dir}: cannot resume: the checkpoint holds no scenedecomp config")
     try:
-        trained = _config_from_dict(stored)
+        trained = config_from_dict(stored)
     except Exception as err:  # noqa: BLE001 - ConfigError, OmegaConf errors: a damaged stored config
         raise RunError(f"{run_dir}: cannot resume: the checkpoint's config is unreadable "
                        f"({str(err).splitlines()[0][:160]})") from None
@@ -356,7 +348,7 @@ def secondary_process() -> bool:
 def _start_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool, precision: str,
                    start_step: int) -> None:
     """Rank 0: (re)create the run directory and write the marker, ``config.yaml`` and ``env.json``."""
-    from .hardware import cpu_has_fast_bf16, tune_malloc
+    from ..hardware import cpu_has_fast_bf16, tune_malloc
 
     if overwrite and run_dir.is_dir() and not resume:
         shutil.rmtree(run_dir)  # prepare_run_dir checked that it carries our run marker
@@ -406,7 +398,7 @@ def _make_trainer(cfg: RunConfig, run_dir: Path, precision: str, callbacks: list
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from .hardware import resolve_devices
+    from ..hardware import resolve_devices
 
     t = cfg.trainer
     return L.Trainer(
