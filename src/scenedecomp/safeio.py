@@ -1,6 +1,14 @@
-"""Reading and writing files a user hands us, with bounds: the one YAML loader, bounded reads that follow
-no symlink, output names derived from input names, and the checks that keep every write inside its
-output folder and away from checkpoints, configs and inputs.
+"""Every file the package reads from a user or writes for one, in one place.
+
+Reading, with bounds: the one YAML loader, bounded reads that follow no symlink. Writing: output names
+derived from input names, the checks that keep every write inside its output folder and away from
+checkpoints, configs and inputs, the one writable-folder probe (:func:`unwritable_reason`) and the one
+atomic writer (:func:`atomic_write_bytes`; text, JSON, figures, arrays and checkpoints go through it): a
+temp file in the target's folder, given the umask's mode and renamed over the target, so a kill at any
+moment leaves the old file or the new one, never half of one. A folder written as a whole (decompose's
+outputs, an exported model folder) is filled under a temporary name and swapped in by
+:func:`replace_folder`; a file written in place under another name (a resumable conversion) is renamed by
+:func:`publish_file`. Nothing else in the package renames files.
 
 Only the standard library, PyYAML and OmegaConf's YAML loader are imported here (no torch), so the
 command line can use it before anything heavy is loaded.
@@ -165,16 +173,26 @@ def check_output_file(target: str | os.PathLike, what: str, allowed_suffixes: tu
     return target
 
 
-__all__ = ["MAX_BATCH_SIZE", "MAX_IMAGE_SIZE", "MAX_PIXELS", "MAX_SLOTS", "check_bound", "check_inside",
-           "check_output_file", "is_inside", "load_json", "load_yaml", "parse_yaml", "read_bytes", "read_text",
-           "safe_name"]
+__all__ = ["MAX_BATCH_SIZE", "MAX_IMAGE_SIZE", "MAX_PIXELS", "MAX_SLOTS", "atomic_write_bytes", "atomic_write_text",
+           "check_bound", "check_inside", "check_output_file", "file_mode", "folder_mode", "is_inside", "load_json",
+           "load_yaml", "make_temp_folder", "parse_yaml", "publish_file", "read_bytes", "read_text", "replace_folder",
+           "safe_name", "unwritable_reason", "write_json"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def file_mode() -> int:
     """The mode a plain ``open(path, "w")`` would give a new file under the current umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~_umask()
+
+
+def folder_mode() -> int:
+    """The mode ``mkdir`` would give a new folder under the current umask."""
+    return 0o777 & ~_umask()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -186,8 +204,12 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes | None = None, writer=None) -> Path:
-    """Write ``data`` (or whatever ``writer(fileobj)`` writes) to ``path`` atomically, umask mode."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | None = None, writer=None, sync: bool = True) -> Path:
+    """Write ``data`` (or whatever ``writer(fileobj)`` writes) to ``path`` atomically, umask mode.
+
+    ``sync``: flush the file and its folder to disk before returning (off for the many small files of a
+    folder that :func:`replace_folder` swaps in as a whole). The temp file (``.<name>.<random>.tmp``) is
+    removed when the write fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -197,20 +219,64 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | None = None, write
                 writer(fh)
             else:
                 fh.write(data or b"")
-            fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if sync:
+        _fsync_dir(path.parent)
     return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, sync: bool = True) -> Path:
+    """:func:`atomic_write_bytes` of ``text`` as UTF-8."""
+    return atomic_write_bytes(path, text.encode("utf-8"), sync=sync)
+
+
+def publish_file(finished: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Rename the complete file ``finished`` (written in place under another name, e.g. a resumable
+    conversion's ``.partial``) to ``target`` in one step."""
+    os.replace(finished, target)
+    _fsync_dir(Path(target).parent)
+    return Path(target)
+
+
+def make_temp_folder(parent: str | os.PathLike, prefix: str, suffix: str = "") -> Path:
+    """A new, empty folder in ``parent`` (created with its parents) with the umask's mode (``mkdtemp`` makes
+    0700), to be filled and then swapped in by :func:`replace_folder`."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(folder, folder_mode())
+    return folder
+
+
+def replace_folder(filled: Path, target: Path, set_modes: bool = False) -> Path:
+    """Put the folder ``filled`` (made by :func:`make_temp_folder`) in the place of ``target`` by renames, so
+    ``target`` is at every moment either the old folder or the new one. An existing ``target`` is moved
+    aside first and deleted afterwards; an empty one is removed. ``set_modes``: give the files in ``filled``
+    the umask's mode first (for files written by other libraries)."""
+    import shutil
+
+    filled, target = Path(filled), Path(target)
+    if set_modes:
+        for path in filled.iterdir():
+            os.chmod(path, file_mode())
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / "previous")
+        os.replace(filled, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(filled, target)
+    return target
 
 
 def unwritable_reason(folder: str | os.PathLike) -> str | None:

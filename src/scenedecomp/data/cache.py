@@ -15,10 +15,11 @@ The arrays are generated on first use and saved as one uncompressed ``.npz`` fil
 directory (``cache_dir`` option, else ``$SCENEDECOMP_CACHE``, else ``~/.cache/scenedecomp``). The
 file name encodes the dataset name, split, generator version and every option (readably, plus a hash
 of the exact option values), so a change of any of them generates a new file. The file is written to
-a hidden temporary name in the same directory and renamed into place (``os.replace``), so a file
-under the final name is always complete; an interrupted generation leaves only a ``.*.tmp-*`` file,
-which is never read (delete such leftovers at will). Because the ``.npz`` members are stored
-uncompressed, later opens memory-map the file (one ``mmap`` for all arrays): opening is instant and
+a hidden temporary name in the same directory and renamed into place
+(:func:`scenedecomp.safeio.atomic_write_bytes`), so a file under the final name is always complete; an
+interrupted generation leaves at most a ``.*.tmp`` file, which is never read (delete such leftovers at
+will). Because the ``.npz`` members are stored uncompressed, later opens memory-map the file (one ``mmap``
+for all arrays): opening is instant and
 pages are read on demand.
 """
 
@@ -32,7 +33,6 @@ import re
 import struct
 import sys
 import time
-import uuid
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..safeio import atomic_write_bytes
 from .registry import DatasetError
 
 CACHE_ENV = "SCENEDECOMP_CACHE"
@@ -69,24 +70,12 @@ def cache_key(name: str, split: str, version: int, options: Mapping[str, Any]) -
 
 def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
                 meta: Mapping[str, Any] | None = None) -> Path:
-    """Write ``arrays`` atomically as an uncompressed ``.npz`` at ``path`` (temp file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    """Write ``arrays`` atomically as an uncompressed ``.npz`` at ``path``."""
     members = {key: np.ascontiguousarray(value) for key, value in arrays.items()}
     if _META_KEY in members:
         raise ValueError(f"array name {_META_KEY!r} is reserved")
     members[_META_KEY] = np.frombuffer(json.dumps(dict(meta or {}), default=str).encode(), dtype=np.uint8)
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **members)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, writer=lambda handle: np.savez(handle, **members))
 
 
 def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -10,7 +10,6 @@ import os
 import platform
 import shlex
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from ..errors import RunError
 from ..hardware import git_commit
 from ..inference.pretrained import FORMAT, WEIGHTS, model_folder
 from ..inference.run import find_run, load_weights
-from ..safeio import unwritable_reason, write_json
+from ..safeio import atomic_write_text, make_temp_folder, replace_folder, unwritable_reason, write_json
 
 CHECK_IMAGES = 64
 CHECK_TOLERANCE = 1e-4
@@ -109,11 +108,10 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, check_images: int
     if step is None and ckpt.suffix == ".ckpt":
         step = int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    staging = make_temp_folder(out.parent, f".{out.name}.", ".tmp")
     try:
         save_file(weights, str(staging / WEIGHTS), metadata=metadata)
-        (staging / "config.yaml").write_text(to_yaml(cfg))
+        atomic_write_text(staging / "config.yaml", to_yaml(cfg), sync=False)
         write_json(staging / "metrics.json", metrics)
         write_json(staging / "check.json", check)
         write_json(staging / "provenance.json", {
@@ -132,22 +130,11 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, check_images: int
                               "platform": platform.platform()},
             "weights_sha256": hashlib.sha256((staging / WEIGHTS).read_bytes()).hexdigest(),
         })
-        for path in staging.iterdir():
-            os.chmod(path, 0o666 & ~_umask())
-        os.chmod(staging, 0o777 & ~_umask())
-        if out.is_dir():
-            out.rmdir()  # empty (checked above)
-        os.replace(staging, out)
+        replace_folder(staging, out, set_modes=True)  # ``out`` is new or empty (checked above)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_json_or_none(path: Path) -> dict | None:

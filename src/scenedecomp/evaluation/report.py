@@ -25,7 +25,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -454,20 +453,9 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(str(name))} – scenedecomp report</title><style>{_STYLE}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        from ..inference.decompose import _umask
+    from ..safeio import atomic_write_text
 
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the report the usual mode
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+    return atomic_write_text(target, page)
 
 
 # ----------------------------------------------------------------------------------------------- command

@@ -31,7 +31,6 @@ import io
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +42,16 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import BadInput, Interrupted
-from ..safeio import MAX_BATCH_SIZE, check_bound, check_inside, is_inside, safe_name
+from ..safeio import (
+    MAX_BATCH_SIZE,
+    atomic_write_bytes,
+    check_bound,
+    check_inside,
+    is_inside,
+    make_temp_folder,
+    replace_folder,
+    safe_name,
+)
 from .images import IMAGE_EXTENSIONS, ImageInput, fit_image, read_image, read_image_from
 from .run import LoadedRun, load_run
 
@@ -377,26 +385,6 @@ def _decompose(images, loaded, staging, num_slots, batch_size, progress, log, ch
 
 
 # ----------------------------------------------------------------------------------------------- writing
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _palette() -> np.ndarray:
     from ..viz.figures import PALETTE
 
@@ -424,20 +412,11 @@ class _Staging:
 
     def folder(self) -> Path:
         if self.path is None:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.path = Path(tempfile.mkdtemp(prefix=f"{STAGING}{safe_name(self.out.name)}-", dir=self.out.parent))
-            os.chmod(self.path, 0o777 & ~_umask())
+            self.path = make_temp_folder(self.out.parent, f"{STAGING}{safe_name(self.out.name)}-")
         return self.path
 
     def commit(self) -> None:
-        folder = self.folder()
-        if self.out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f"{STAGING}old-", dir=self.out.parent))
-            os.replace(self.out, old / "previous")
-            os.replace(folder, self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(folder, self.out)
+        replace_folder(self.folder(), self.out)
         self.path = None
 
     def abort(self) -> None:
@@ -457,7 +436,7 @@ class _Writer:
 
     def _png(self, path: Path, image: Image.Image) -> None:
         check_inside(path, self.out)
-        _atomic_write(path, lambda fh: image.save(fh, format="PNG"))
+        atomic_write_bytes(path, writer=lambda fh: image.save(fh, format="PNG"), sync=False)
 
     def write_batch(self, batch: Sequence[ImageInput], r: dict[str, torch.Tensor]) -> None:
         from ..safeio import write_json
@@ -514,7 +493,7 @@ class _Writer:
         for key, value in d.extras.items():
             arrays[key] = value.numpy()
         path = self.out / "decompositions.npz"
-        _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        atomic_write_bytes(path, writer=lambda fh: np.savez(fh, **arrays), sync=False)
         return path
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -134,18 +133,9 @@ def curve_figure(history: list[dict], keys: tuple[str, ...] = CURVE_KEYS) -> Fig
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Write ``fig`` as PNG atomically (temp file, then rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
+    from ..safeio import atomic_write_bytes
+
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; a figure gets the umask's mode
-        os.replace(tmp, path)
+        return atomic_write_bytes(path, writer=lambda fh: fig.savefig(fh, dpi=dpi, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...safeio import publish_file
 from ..registry import DatasetError
 from .example_proto import ExampleError
 from .multi_object import Scene, Schema, decode_record, get_schema
@@ -412,8 +413,7 @@ def convert(dataset: str, src: str | os.PathLike, out_dir: str | os.PathLike, *,
         if nothing_kept:
             partial.unlink(missing_ok=True)
         raise
-    os.replace(partial, final)
-    return final
+    return publish_file(partial, final)
 
 
 def describe(path: str | os.PathLike) -> str:
