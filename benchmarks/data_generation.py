@@ -14,7 +14,8 @@ import tempfile
 import time
 
 from scenedecomp.data import open_dataset
-from scenedecomp.data.synthetic.sprites import _num_workers, generate_multi_sprites, generate_shapes
+from scenedecomp.data.synthetic.procedural import num_workers as _num_workers
+from scenedecomp.data.synthetic.sprites import generate_multi_sprites, generate_shapes
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from scenedecomp.cli import main
 from scenedecomp.data import DatasetError, available_datasets, check_item, open_dataset
 from scenedecomp.data.deepmind import convert as conv
 from scenedecomp.data.synthetic import rooms
-from scenedecomp.data.synthetic.sprites import _sample_params
+from scenedecomp.data.synthetic.procedural import sample_params as _sample_params
 from scenedecomp.metrics.segmentation import ari
 
 BG = (0, 1, 2, 3)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, default_collate
 from scenedecomp.data import DatasetError, check_item, open_dataset
 from scenedecomp.data import cache as cache_mod
 from scenedecomp.data.cache import SceneArrayDataset, cache_key, default_cache_dir, load_arrays, save_arrays
-from scenedecomp.data.synthetic import sprites
+from scenedecomp.data.synthetic import procedural, sprites
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +49,10 @@ def test_split_and_seed_change_the_scenes(ms32):
 
 
 def test_output_independent_of_chunking_and_threads():
-    params = sprites._sample_params("multi_sprites", 0, "train", 100,
+    params = procedural.sample_params("multi_sprites", 0, "train", 100,
                                     lambda rng: sprites._sample_sprites_block(rng, 1, 4))
-    one = sprites._render_all(params, 24, 4, sprites._render_sprites_chunk, chunk=7, workers=1)
-    two = sprites._render_all(params, 24, 4, sprites._render_sprites_chunk, chunk=33, workers=2)
+    one = procedural.render_all(params, 24, 4, sprites._render_sprites_chunk, chunk=7, workers=1)
+    two = procedural.render_all(params, 24, 4, sprites._render_sprites_chunk, chunk=33, workers=2)
     assert_same_arrays(one, two)
 
 

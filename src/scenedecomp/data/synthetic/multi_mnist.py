@@ -50,7 +50,6 @@ import functools
 import gzip
 import math
 import os
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +59,10 @@ import torch.nn.functional as F
 
 from ..cache import FACTOR_PREFIX, SceneArrayDataset, open_generated
 from ..registry import DatasetError, register_dataset
+from .procedural import PARAM_BLOCK, block_rng, check_integer
 
 VERSION = 1
 NAME = "multi_mnist"
-PARAM_BLOCK = 1000  # scenes per seeded block (part of the generator definition)
 RENDER_CHUNK = 1024  # scenes rendered per vectorised step (does not change the output)
 DIGIT_BOX = 28
 DEFAULT_NUM_IMAGES = {"train": 50_000, "val": 5_000, "test": 10_000}
@@ -234,11 +233,6 @@ def resolve_source(source: str, mnist_path: str | os.PathLike | None) -> str:
 
 
 # --- scene generation ---------------------------------------------------------------------------------
-def _block_rng(seed: int, split: str, block: int) -> np.random.Generator:
-    key = (zlib.crc32(NAME.encode()), zlib.crc32(split.encode()), block)
-    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=key))
-
-
 def _resize_bank(digits: np.ndarray, sizes: range) -> dict[int, np.ndarray]:
     src = torch.from_numpy(np.ascontiguousarray(digits, dtype=np.float32))[:, None]
     bank = {}
@@ -331,7 +325,7 @@ def generate_multi_mnist(digits: np.ndarray, labels: np.ndarray, num_images: int
     for b in range(math.ceil(num_images / PARAM_BLOCK)):
         n = min(PARAM_BLOCK, num_images - b * PARAM_BLOCK)
         # always draw a full block, so the first scenes do not depend on num_images
-        block = _generate_block(_block_rng(seed, split, b), PARAM_BLOCK, bank, len(digits), opts)
+        block = _generate_block(block_rng(NAME, seed, split, b), PARAM_BLOCK, bank, len(digits), opts)
         blocks.append({key: value[:n] for key, value in block.items()})
     params = {key: np.concatenate([blk[key] for blk in blocks]) for key in blocks[0]}
     images, masks = [], []
@@ -358,14 +352,6 @@ def generate_multi_mnist(digits: np.ndarray, labels: np.ndarray, num_images: int
     }
 
 
-def _integer(option: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
-            high is not None and value > high):
-        bound = f"an integer >= {low}" + (f" and <= {high}" if high is not None else "")
-        raise DatasetError(f"multi_mnist: {option} must be {bound}, got {value!r}")
-    return int(value)
-
-
 @register_dataset(NAME)
 def multi_mnist(split: str = "train", *, num_images: int | None = None, image_size: int = 50, seed: int = 0,
                 cache_dir: str | os.PathLike | None = None, mnist_path: str | os.PathLike | None = None,
@@ -375,16 +361,16 @@ def multi_mnist(split: str = "train", *, num_images: int | None = None, image_si
     """Open (generating and caching on first use) a ``multi_mnist`` split; see the module docstring."""
     if split not in DEFAULT_NUM_IMAGES:
         raise DatasetError(f"multi_mnist: unknown split {split!r}; expected train, val or test")
-    num_images = _integer("num_images", DEFAULT_NUM_IMAGES[split] if num_images is None else num_images, 1)
-    image_size = _integer("image_size", image_size, 8)
-    seed = _integer("seed", seed, 0)
-    min_objects = _integer("min_objects", min_objects, 0)
-    max_objects = _integer("max_objects", max_objects, max(min_objects, 1), 255)
+    num_images = check_integer(NAME, "num_images", DEFAULT_NUM_IMAGES[split] if num_images is None else num_images, 1)
+    image_size = check_integer(NAME, "image_size", image_size, 8)
+    seed = check_integer(NAME, "seed", seed, 0)
+    min_objects = check_integer(NAME, "min_objects", min_objects, 0)
+    max_objects = check_integer(NAME, "max_objects", max_objects, max(min_objects, 1), 255)
     if not isinstance(digit_size, (tuple, list)) or len(digit_size) != 2:
         raise DatasetError(f"multi_mnist: digit_size must be a pair (min, max) of pixel sizes, "
                            f"got {digit_size!r}")
-    lo = _integer("digit_size[0]", digit_size[0], 4)
-    hi = _integer("digit_size[1]", digit_size[1], lo)
+    lo = check_integer(NAME, "digit_size[0]", digit_size[0], 4)
+    hi = check_integer(NAME, "digit_size[1]", digit_size[1], lo)
     if image_size < hi:
         raise DatasetError(f"multi_mnist: image_size {image_size} is smaller than the digit size {hi} px; "
                            f"use image_size >= {hi} or a smaller digit_size")

@@ -101,8 +101,7 @@ import numpy as np
 
 from ..cache import FACTOR_PREFIX, SceneArrayDataset, open_generated
 from ..registry import DatasetError, register_dataset
-from .sprites import PARAM_BLOCK, Params, _check_options, _pixel_centres, _sample_params
-from .sprites import _render_all as render_all
+from .procedural import PARAM_BLOCK, Params, check_options, pixel_centres, render_all, sample_params
 
 NAME = "objects_room_like"
 VERSION = 1
@@ -364,7 +363,7 @@ def _windows(p: Params, sel: np.ndarray, j: int, code: int, s: int) -> tuple[np.
 
 def _camera_rays(image_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit ray directions in the camera frame (right, up, forward), one per pixel centre: ``[S, S]`` each."""
-    centres = _pixel_centres(image_size).astype(np.float64)
+    centres = pixel_centres(image_size).astype(np.float64)
     right = np.broadcast_to(centres[None, :] - 0.5, (image_size, image_size))
     up = np.broadcast_to(0.5 - centres[:, None], (image_size, image_size))
     norm = np.sqrt(right * right + up * up + FOCAL * FOCAL)
@@ -460,11 +459,11 @@ def generate_objects_room_like(num_images: int, image_size: int = 64, seed: int 
 
     ``same_hue`` (all objects of a scene share one hue) serves ``ood_identical_color``; ``workers`` render
     threads (default: the available CPUs, at most 8) do not change the output."""
-    image_size, num_images, seed, min_objects, max_objects = _check_options(
+    image_size, num_images, seed, min_objects, max_objects = check_options(
         NAME, split, image_size, num_images, seed, min_objects, max_objects, lowest=0)
     if max_objects > 255 - FIRST_OBJECT_LABEL:
         raise DatasetError(f"{NAME} {split}: max_objects must be <= {255 - FIRST_OBJECT_LABEL}, got {max_objects}")
-    params = _sample_params(NAME, seed, split, num_images,
+    params = sample_params(NAME, seed, split, num_images,
                             lambda rng: _sample_block(rng, min_objects, max_objects, same_hue))
     arrays = _render_all(params, image_size, max_objects, workers=workers)
     for key in FACTOR_KEYS:
@@ -484,7 +483,7 @@ def objects_room_like(split: str = "train", *, image_size: int = 64, num_images:
         num_images = OOD_NUM_IMAGES if split in OOD_SPLITS else DEFAULT_NUM_IMAGES.get(split)
         if num_images is None:
             raise DatasetError(f"{NAME}: no default size for split {split!r}; pass num_images")
-    image_size, num_images, seed, min_objects, max_objects = _check_options(
+    image_size, num_images, seed, min_objects, max_objects = check_options(
         NAME, split, image_size, num_images, seed, min_objects, max_objects, lowest=0)
     if split == "ood_more_objects":
         min_objects = max_objects = max_objects + 3

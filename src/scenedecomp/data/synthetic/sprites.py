@@ -61,20 +61,13 @@ default; the train/val/test splits and their cache files are unchanged by their 
 
 from __future__ import annotations
 
-import math
 import os
-import zlib
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 
 from ..cache import FACTOR_PREFIX, SceneArrayDataset, open_generated
 from ..registry import DatasetError, register_dataset
-
-PARAM_BLOCK = 1000  # images per parameter-sampling block (fixed: part of the generator definition)
-RENDER_CHUNK = 256  # images rendered per vectorised step (does not change the output)
+from .procedural import PARAM_BLOCK, Params, check_options, pixel_centres, render_all, sample_params
 
 DEFAULT_NUM_IMAGES = {
     "shapes": {"train": 10_000, "val": 1_000, "test": 1_000},
@@ -118,59 +111,6 @@ OOD_NUM_IMAGES = 1000
 
 
 # --- shared machinery ---------------------------------------------------------------------------------
-def _block_rng(name: str, seed: int, split: str, block: int) -> np.random.Generator:
-    key = (zlib.crc32(name.encode()), zlib.crc32(split.encode()), block)
-    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=key))
-
-
-Params = dict[str, np.ndarray]
-
-
-def _sample_params(name: str, seed: int, split: str, num_images: int,
-                   sample_block: Callable[[np.random.Generator], Params]) -> Params:
-    num_blocks = math.ceil(num_images / PARAM_BLOCK)
-    blocks = [sample_block(_block_rng(name, seed, split, b)) for b in range(num_blocks)]
-    return {key: np.concatenate([block[key] for block in blocks])[:num_images] for key in blocks[0]}
-
-
-def _num_workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8))
-
-
-def _render_all(params: Params, image_size: int, max_objects: int,
-                render_chunk: Callable[[Params, int], tuple[np.ndarray, np.ndarray]],
-                chunk: int = RENDER_CHUNK, workers: int | None = None, first_label: int = 1) -> Params:
-    """Render every scene: chunks of ``chunk`` images, spread over threads (numpy releases the GIL).
-    Object ``j`` is label ``first_label + j`` in the rendered label maps (its ``visibility`` column)."""
-    n = len(next(iter(params.values())))
-    image = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
-    mask = np.empty((n, image_size, image_size), dtype=np.uint8)
-
-    def work(start: int) -> None:
-        stop = min(start + chunk, n)
-        image[start:stop], mask[start:stop] = render_chunk(
-            {key: value[start:stop] for key, value in params.items()}, image_size)
-
-    workers = workers or _num_workers()
-    starts = range(0, n, chunk)
-    if workers == 1 or n <= chunk:
-        for start in starts:
-            work(start)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(work, starts))
-    # visibility: object k's label has at least one pixel
-    visibility = np.zeros((n, max_objects), dtype=np.float32)
-    for start in range(0, n, 4096):
-        labels = mask[start:start + 4096].reshape(-1, image_size * image_size)
-        for k in range(max_objects):
-            visibility[start:start + 4096, k] = (labels == first_label + k).any(axis=1)
-    return {"image": image, "mask": mask, "visibility": visibility,
-            "num_objects": visibility.sum(axis=1).astype(np.int64)}
 
 
 def _compose(masks: np.ndarray, image_index: np.ndarray, slot: np.ndarray, palette: np.ndarray,
@@ -184,27 +124,6 @@ def _compose(masks: np.ndarray, image_index: np.ndarray, slot: np.ndarray, palet
         label[full[:, k]] = k + 1
     image = palette[np.arange(b)[:, None, None], label]
     return image, label
-
-
-def _pixel_centres(image_size: int) -> np.ndarray:
-    return ((np.arange(image_size, dtype=np.float64) + 0.5) / image_size).astype(np.float32)
-
-
-def _check_options(name: str, split: str, image_size: Any, num_images: Any, seed: Any, min_objects: Any,
-                   max_objects: Any, lowest: int) -> tuple[int, int, int, int, int]:
-    def integer(option: str, value: Any, low: int, high: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
-                high is not None and value > high):
-            bound = f"an integer >= {low}" + (f" and <= {high}" if high is not None else "")
-            raise DatasetError(f"{name} {split}: {option} must be {bound}, got {value!r}")
-        return int(value)
-
-    image_size = integer("image_size", image_size, 8)
-    num_images = integer("num_images", num_images, 1)
-    seed = integer("seed", seed, 0)
-    min_objects = integer("min_objects", min_objects, lowest)
-    max_objects = integer("max_objects", max_objects, max(min_objects, 1), 255)
-    return image_size, num_images, seed, min_objects, max_objects
 
 
 def _default_num_images(name: str, split: str, num_images: int | None) -> int:
@@ -248,7 +167,7 @@ def _sample_shapes_block(rng: np.random.Generator, min_objects: int, max_objects
 
 
 def _render_shapes_chunk(p: Params, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    coords = _pixel_centres(image_size)
+    coords = pixel_centres(image_size)
     image_index, slot = np.nonzero(p["shape"] > 0)
     radius = (p["size"][image_index, slot] / (2 * SHAPES_REFERENCE_SIZE))[:, None, None]
     dx = coords[None, None, :] - p["x"][image_index, slot][:, None, None]
@@ -262,11 +181,11 @@ def _render_shapes_chunk(p: Params, image_size: int) -> tuple[np.ndarray, np.nda
 def generate_shapes(num_images: int, image_size: int = 64, seed: int = 0, split: str = "train",
                     min_objects: int = 0, max_objects: int = 2) -> dict[str, np.ndarray]:
     """Arrays of a ``shapes`` split (layout of :mod:`scenedecomp.data.cache`), in memory."""
-    image_size, num_images, seed, min_objects, max_objects = _check_options(
+    image_size, num_images, seed, min_objects, max_objects = check_options(
         "shapes", split, image_size, num_images, seed, min_objects, max_objects, lowest=0)
-    params = _sample_params("shapes", seed, split, num_images,
+    params = sample_params("shapes", seed, split, num_images,
                             lambda rng: _sample_shapes_block(rng, min_objects, max_objects))
-    arrays = _render_all(params, image_size, max_objects, _render_shapes_chunk)
+    arrays = render_all(params, image_size, max_objects, _render_shapes_chunk)
     for key in ("shape", "size", "x", "y", "color"):
         arrays[FACTOR_PREFIX + key] = params[key]
     return arrays
@@ -278,7 +197,7 @@ def shapes(split: str = "train", *, image_size: int = 64, num_images: int | None
            ) -> SceneArrayDataset:
     """``shapes``: 0-2 non-overlapping red/green/aqua circles and squares on black (module docstring)."""
     num_images = _default_num_images("shapes", split, num_images)
-    image_size, num_images, seed, min_objects, max_objects = _check_options(
+    image_size, num_images, seed, min_objects, max_objects = check_options(
         "shapes", split, image_size, num_images, seed, min_objects, max_objects, lowest=0)
     options = {"image_size": image_size, "num_images": num_images, "seed": seed,
                "min_objects": min_objects, "max_objects": max_objects}
@@ -321,7 +240,7 @@ def _sample_sprites_block(rng: np.random.Generator, min_objects: int, max_object
 
 
 def _render_sprites_chunk(p: Params, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    coords = _pixel_centres(image_size)
+    coords = pixel_centres(image_size)
     image_index, slot = np.nonzero(p["shape"] > 0)
     codes = p["shape"][image_index, slot]
     span = np.float32(1.0 - 2.0 * CENTRE_MARGIN)
@@ -364,11 +283,11 @@ def generate_multi_sprites(num_images: int, image_size: int = 64, seed: int = 0,
 
     ``same_color`` and ``scales`` (the scale values to draw from instead of :data:`SCALES`) serve the
     out-of-distribution splits; their defaults leave the output unchanged."""
-    image_size, num_images, seed, min_objects, max_objects = _check_options(
+    image_size, num_images, seed, min_objects, max_objects = check_options(
         "multi_sprites", split, image_size, num_images, seed, min_objects, max_objects, lowest=0)
-    params = _sample_params("multi_sprites", seed, split, num_images,
+    params = sample_params("multi_sprites", seed, split, num_images,
                             lambda rng: _sample_sprites_block(rng, min_objects, max_objects, same_color, scales))
-    arrays = _render_all(params, image_size, max_objects, _render_sprites_chunk)
+    arrays = render_all(params, image_size, max_objects, _render_sprites_chunk)
     for key in ("shape", "scale", "orientation", "x", "y", "color"):
         arrays[FACTOR_PREFIX + key] = params[key]
     arrays["background_color"] = params["background_color"]
@@ -384,7 +303,7 @@ def multi_sprites(split: str = "train", *, image_size: int = 64, num_images: int
     if split in OOD_SPLITS and num_images is None:
         num_images = OOD_NUM_IMAGES
     num_images = _default_num_images("multi_sprites", split, num_images)
-    image_size, num_images, seed, min_objects, max_objects = _check_options(
+    image_size, num_images, seed, min_objects, max_objects = check_options(
         "multi_sprites", split, image_size, num_images, seed, min_objects, max_objects, lowest=0)
     if split == "ood_more_objects":
         min_objects, max_objects = max_objects + 1, max_objects + 2
