@@ -825,6 +825,31 @@ def test_air_evaluate_with_two_slots(air_run, tmp_path, capsys):
             absent=[tmp_path / "n.json"])
 
 
+def test_fixed_k_model_refuses_another_k_in_one_line(tmp_path, capsys, monkeypatch):
+    """The one rule for K at inference (``LoadedRun.num_slots``, from ``SceneModel.adjustable_num_slots``): a
+    one-pass ResNet attention predicts a fixed number of masks, so evaluate, visualize and decompose refuse
+    another K with one line, before any output is written; its own K is accepted."""
+    from scenedecomp.config import to_yaml
+    from scenedecomp.training.module import SceneDecompModule
+
+    monkeypatch.setenv("SCENEDECOMP_CACHE", str(tmp_path / "cache"))
+    cfg = load_config("monet-demo", [*TINY, "data.image_size=32", "model.attention.type=resnet",
+                                     "model.attention.backbone=resnet18", "model.num_slots=3"])
+    module = SceneDecompModule.from_config(cfg, 3, 32)
+    run = tmp_path / "rn"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)},
+               run / "checkpoints" / "last.ckpt")
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(tmp_path / "g.png")
+    for args in (["evaluate", run, "--out", tmp_path / "m.json"], ["visualize", run, "--out", tmp_path / "fig"],
+                 ["decompose", tmp_path / "g.png", "--run", run, "--out", tmp_path / "dec"]):
+        refused(capsys, [*args, "--num-slots", "4"], "K at inference (num_slots) 4: this model was trained with a "
+                "fixed K=3", absent=[tmp_path / "m.json", tmp_path / "fig", tmp_path / "dec"])
+    assert main(["decompose", tmp_path / "g.png", "--run", run, "--out", tmp_path / "dec", "--num-slots", "3",
+                 "--quiet"]) == 0
+
+
 def test_unexpected_error_is_one_line_and_a_log(tmp_path, capsys, monkeypatch):
     import scenedecomp.config.presets as P
 

@@ -67,9 +67,9 @@ def evaluate(path: str | os.PathLike, split: str = "test", num_slots: int | None
         check_bound("batch size", batch_size, 1, MAX_BATCH_SIZE)
         cfg.data.eval_batch_size = batch_size
     target = _metrics_target(run_dir, ckpt, split, out)
-    dataset = open_split(cfg, split)
     loaded = load_weights(ckpt, cfg, run_dir).to(inference_device(cfg.trainer.accelerator))  # the GPU a run trained on
-    num_slots = loaded.num_slots(num_slots)
+    num_slots = loaded.num_slots(num_slots)  # refused before any data is read or generated
+    dataset = open_split(cfg, split)
     start = time.perf_counter()
     metrics = evaluate_module(loaded, make_loader(cfg, dataset, train=False),
                               getattr(dataset, "background_labels", (0,)), num_slots, progress=progress)
@@ -135,9 +135,9 @@ def visualize(path: str | os.PathLike, out_dir: str | os.PathLike, split: str = 
     if num_images < 1:
         raise RunError(f"--num-images must be at least 1, got {num_images}")
     run_dir, ckpt, cfg = find_run(path)
-    dataset = open_split(cfg, split)
     loaded = load_weights(ckpt, cfg, run_dir)
     num_slots = loaded.num_slots(num_slots)
+    dataset = open_split(cfg, split)
     out_dir = output_dir(out_dir)
     n = min(num_images, len(dataset))
     images = torch.stack([dataset[i]["image"] for i in range(n)])

@@ -106,9 +106,9 @@ def evaluate_disentanglement(path, metrics_path: Path, split: str = "test", num_
     run_dir, ckpt, cfg = find_run(path)
     if batch_size is not None:
         cfg.data.eval_batch_size = batch_size
-    dataset = open_split(cfg, split)
     loaded = load_weights(ckpt, cfg, run_dir)
     num_slots = loaded.num_slots(num_slots)
+    dataset = open_split(cfg, split)
     try:
         result = score_split(loaded, make_loader(cfg, dataset, train=False), num_slots, seed=cfg.seed)
     except DisentanglementError as err:
