@@ -11,15 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from overrides import tiny_run
 
 from scenedecomp.cli import main
 
-TINY = ["data.image_size=16", "data.num_train=48", "data.num_val=16", "data.num_test=24", "data.batch_size=8",
-        "model.num_slots=3", "model.latent_dim=4", "model.attention.channels=[8,8,8]",
-        "model.attention.mlp_hidden=[16]", "model.component.encoder_channels=[8,8]",
-        "model.component.encoder_hidden=16", "model.component.decoder_channels=8", "trainer.max_steps=4",
-        "trainer.val_every_n_steps=2", "trainer.checkpoint_every_n_steps=2", "trainer.image_log_every_n_steps=2",
-        "trainer.log_every_n_steps=1"]
+TINY = tiny_run(48, 16, 24, max_steps=4, val_every_n_steps=2, checkpoint_every_n_steps=2, image_log_every_n_steps=2,
+                log_every_n_steps=1)
 
 
 @pytest.fixture(autouse=True)

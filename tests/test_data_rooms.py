@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from arrays import assert_same_arrays
+from overrides import tiny_run
 from tfrecord_writer import example, one_byte_strings, write_tfrecord
 from torch.utils.data import default_collate
 
@@ -331,13 +332,9 @@ def test_ood_splits(tmp_path):
 
 
 # --- training through the CLI --------------------------------------------------------------------------
-TINY = ["data.name=objects_room_like", "data.image_size=16", "data.num_train=8", "data.num_val=2",
-        "data.num_test=4", "data.batch_size=2", "data.num_workers=0", "trainer.val_batches=1",
-        "model.num_slots=3", "model.latent_dim=4", "model.attention.channels=[8,8,8]",
-        "model.attention.mlp_hidden=[16]", "model.component.encoder_channels=[8,8]",
-        "model.component.encoder_hidden=16", "model.component.decoder_channels=8", "trainer.max_steps=1",
-        "trainer.val_every_n_steps=1", "trainer.checkpoint_every_n_steps=1", "trainer.image_log_every_n_steps=1",
-        "trainer.log_every_n_steps=1"]
+TINY = ["data.name=objects_room_like", "data.num_workers=0", "trainer.val_batches=1",
+        *tiny_run(8, 2, 4, batch_size=2, max_steps=1, val_every_n_steps=1, checkpoint_every_n_steps=1,
+                  image_log_every_n_steps=1, log_every_n_steps=1)]
 
 
 def test_one_monet_step_through_the_cli(tmp_path, monkeypatch, capsys):

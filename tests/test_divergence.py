@@ -7,17 +7,14 @@ import json
 
 import pytest
 import torch
+from overrides import tiny_run
 
 from scenedecomp.cli import main
 from scenedecomp.data.samplers import ResumableSampler
 from scenedecomp.training.module import SceneDecompModule
 
-TINY = ["data.image_size=16", "data.num_train=24", "data.num_val=8", "data.num_test=8", "data.batch_size=8",
-        "model.num_slots=3", "model.latent_dim=4", "model.attention.channels=[8,8,8]",
-        "model.attention.mlp_hidden=[16]", "model.component.encoder_channels=[8,8]",
-        "model.component.encoder_hidden=16", "model.component.decoder_channels=8", "trainer.max_steps=6",
-        "trainer.val_every_n_steps=1000", "trainer.checkpoint_every_n_steps=2", "trainer.image_log_every_n_steps=0",
-        "trainer.log_every_n_steps=1", "seed=7"]
+TINY = [*tiny_run(24, max_steps=6, val_every_n_steps=1000, checkpoint_every_n_steps=2, image_log_every_n_steps=0,
+                  log_every_n_steps=1), "seed=7"]
 BAD_STEP = 3
 
 

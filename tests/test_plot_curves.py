@@ -39,14 +39,15 @@ def test_curves_round_trip_through_json(tmp_path):
 
     c = _run(tmp_path / "c", [0.5])
     second = tmp_path / "second.json"
-    main(["--from-json", str(first), str(c), "--labels", "C", "--out", str(tmp_path / "2.png"),
-          "--json", str(second)])
+    assert main(["--from-json", str(first), str(c), "--labels", "C", "--out", str(tmp_path / "2.png"),
+                 "--json", str(second)]) == 0
     again = json.loads(second.read_text())
     assert list(again) == ["A s0", "A s1", "C"] and again["A s0"] == stored["A s0"]
     assert (tmp_path / "2.png").stat().st_size > 0
 
     kept = tmp_path / "kept.json"
-    main(["--from-json", str(second), "--keep", "C,A s1", "--out", str(tmp_path / "4.png"), "--json", str(kept)])
+    assert main(["--from-json", str(second), "--keep", "C,A s1", "--out", str(tmp_path / "4.png"),
+                 "--json", str(kept)]) == 0
     assert list(json.loads(kept.read_text())) == ["C", "A s1"]
     with pytest.raises(SystemExit, match="no run labelled 'B'"):
         main(["--from-json", str(second), "--keep", "B", "--out", str(tmp_path / "5.png")])

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from overrides import TINY_MONET
 
 from scenedecomp import hardware
 from scenedecomp.config import ConfigError, load_config
 from scenedecomp.models import build_model
 from scenedecomp.models.component_vae import SpatialBroadcastDecoder
 
-TINY = ["model.attention.channels=[8,8,8]", "model.attention.mlp_hidden=[16]",
-        "model.component.encoder_channels=[8,8]", "model.component.encoder_hidden=16",
-        "model.component.decoder_channels=8", "model.latent_dim=4", "model.num_slots=3",
+TINY = [*TINY_MONET, "model.num_slots=3",
         "model.loss.geco_mse_target=null"]  # the paper loss: its value is comparable across steps
 
 # bf16 keeps 8 bits of mantissa: ~0.4 % per rounding; the loss is a sum over 16x16x3 pixel terms whose

@@ -165,11 +165,22 @@ def test_pretrained_applies_imagenet_normalisation(tmp_path, no_download):
 
 
 def test_pretrained_grayscale_is_repeated(tmp_path, no_download):
+    """A grey image meets the pretrained RGB stem as the same value in all three channels: the grey network
+    gives exactly the RGB network's masks for the grey image repeated, and not those for grey in one channel."""
     path = tmp_path / "r18.pth"
     torch.save(resnet18_state(), path)
-    att = make_attention(pretrained=str(path), in_channels=1)
-    log_masks = att(torch.rand(2, 1, 32, 32), 4)
+    torch.manual_seed(1)
+    grey = make_attention(pretrained=str(path), in_channels=1).eval()
+    torch.manual_seed(1)
+    rgb = make_attention(pretrained=str(path), in_channels=3).eval()
+    image = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        log_masks = grey(image, 4)
+        repeated = rgb(image.expand(-1, 3, -1, -1), 4)
+        one_channel = rgb(torch.cat([image, torch.zeros_like(image), torch.zeros_like(image)], 1), 4)
     assert log_masks.shape == (2, 4, 1, 32, 32)
+    torch.testing.assert_close(log_masks, repeated, rtol=0, atol=0)
+    assert (log_masks - one_channel).abs().max() > 1e-3
 
 
 def _canonical_name(backbone: str, weights: str = "IMAGENET1K_V1") -> str:

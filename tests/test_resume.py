@@ -15,16 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from overrides import tiny_run
 
 from scenedecomp.data.samplers import ResumableSampler
 
 # 40 training images in batches of 8: 5 batches per epoch, so 13 steps cross two epoch boundaries
-TINY = ["data.image_size=16", "data.num_train=40", "data.num_val=8", "data.num_test=16", "data.batch_size=8",
-        "model.num_slots=3", "model.latent_dim=4", "model.attention.channels=[8,8,8]",
-        "model.attention.mlp_hidden=[16]", "model.component.encoder_channels=[8,8]",
-        "model.component.encoder_hidden=16", "model.component.decoder_channels=8", "trainer.max_steps=13",
-        "trainer.val_every_n_steps=4", "trainer.checkpoint_every_n_steps=3", "trainer.image_log_every_n_steps=0",
-        "trainer.log_every_n_steps=1", "trainer.num_threads=1", "data.eval_batch_size=8"]
+TINY = [*tiny_run(40, 8, 16, max_steps=13, val_every_n_steps=4, checkpoint_every_n_steps=3,
+                  image_log_every_n_steps=0, log_every_n_steps=1, num_threads=1), "data.eval_batch_size=8"]
 
 # Runs the CLI in a child process; SCENEDECOMP_TEST_KILL="after:N" SIGKILLs it right after the checkpoint of
 # step N (and last.ckpt) is on disk, "during:N" half-way through writing that checkpoint's temp file (before

@@ -10,11 +10,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+from overrides import tiny_run
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.image_size=16", "data.num_train=16", "data.num_val=8", "data.num_test=8", "data.batch_size=8",
-        "model.num_slots=3", "model.latent_dim=4", "model.attention.channels=[8,8,8]",
-        "model.attention.mlp_hidden=[16]", "model.component.encoder_channels=[8,8]",
-        "model.component.encoder_hidden=16", "model.component.decoder_channels=8", "trainer.max_steps=1"]
+TINY = tiny_run(16, max_steps=1)
 
 
 def test_wheel_ships_presets_and_trains_one_step(tmp_path, monet_run):
