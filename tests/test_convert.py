@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from contract import check_item
 from tfrecord_writer import example, make_cater_record, make_scene, write_tfrecord
 from torch.utils.data import DataLoader
 
 from scenedecomp.cli.data import add_parsers as add_data_commands
-from scenedecomp.data import DatasetError, check_item, open_dataset
+from scenedecomp.data import DatasetError, open_dataset
 from scenedecomp.data.deepmind import convert as conv
 from scenedecomp.data.hdf5 import HDF5Dataset
 

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 from arrays import assert_same_arrays
+from contract import check_item
 from overrides import tiny_run
 from tfrecord_writer import example, one_byte_strings, write_tfrecord
 from torch.utils.data import default_collate
 
 from scenedecomp.cli import main
-from scenedecomp.data import DatasetError, available_datasets, check_item, open_dataset
+from scenedecomp.data import DatasetError, available_datasets, open_dataset
 from scenedecomp.data.deepmind import convert as conv
 from scenedecomp.data.synthetic import rooms
 from scenedecomp.data.synthetic.procedural import sample_params as _sample_params

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 from arrays import assert_same_arrays
+from contract import check_item
 from torch.utils.data import DataLoader, default_collate
 
-from scenedecomp.data import DatasetError, check_item, open_dataset
+from scenedecomp.data import DatasetError, open_dataset
 from scenedecomp.data import cache as cache_mod
 from scenedecomp.data.cache import SceneArrayDataset, cache_key, default_cache_dir, load_arrays, save_arrays
 from scenedecomp.data.synthetic import procedural, sprites

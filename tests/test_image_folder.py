@@ -7,10 +7,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from contract import check_item
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from scenedecomp.data import DatasetError, check_item, open_dataset
+from scenedecomp.data import DatasetError, open_dataset
 from scenedecomp.data.image_folder import ImageFolderDataset
 
 

@@ -8,8 +8,9 @@ import struct
 import numpy as np
 import pytest
 import torch
+from contract import check_item
 
-from scenedecomp.data import DatasetError, check_item, open_dataset
+from scenedecomp.data import DatasetError, open_dataset
 from scenedecomp.data.synthetic.multi_mnist import (
     _paste,
     _resize_bank,

@@ -3,9 +3,24 @@
 Dataset modules register their factories in :mod:`scenedecomp.data.registry` (they never import this
 package); :func:`open_dataset` imports the built-in ones on first use.
 
-Every dataset returned here is a ``torch.utils.data.Dataset`` whose items follow the batch contract
-(:mod:`scenedecomp.data.contract`). It also carries ``background_labels`` (tuple of label values that
-count as background for foreground metrics) and ``max_objects``.
+Every dataset returned here is a ``torch.utils.data.Dataset`` whose items follow the batch contract below.
+It also carries ``background_labels`` (tuple of label values that count as background for foreground
+metrics) and ``max_objects``.
+
+The batch contract, which every dataset yields and every model consumes: a dataset item (one scene) is a
+``dict`` with
+
+- ``image``: float32 tensor ``[C, H, W]`` with values in ``[0, 1]`` (required);
+- ``mask``: int64 label map ``[H, W]``; 0 is background unless the dataset declares more background
+  labels (``Dataset.background_labels``); objects are labelled 1..O (optional);
+- ``num_objects``: int64 scalar, number of foreground objects in the scene (optional);
+- ``visibility``: float32 ``[O_max]``, 1 for a visible object slot, 0 for padding (optional);
+- ``factors``: ``dict[str, Tensor]`` of per-object ground-truth factors, each ``[O_max, ...]`` and padded
+  with zeros past the scene's objects (optional).
+
+``torch.utils.data.default_collate`` stacks items into a batch with a leading ``B`` axis:
+``image [B,C,H,W]``, ``mask [B,H,W]``, ``num_objects [B]``, ``visibility [B,O_max]``,
+``factors[name] [B,O_max,...]``.
 """
 
 from __future__ import annotations
@@ -15,7 +30,6 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from .contract import BatchError, check_item
 from .registry import EXTRA_SPLITS, FACTORIES, SPLITS, DatasetError, register_dataset
 
 
@@ -65,5 +79,5 @@ def open_dataset(name_or_path: str | os.PathLike, split: str = "train", **option
     raise DatasetError(f"unknown dataset {key!r}; known: {', '.join(sorted(FACTORIES))}")
 
 
-__all__ = ["BatchError", "DatasetError", "SPLITS", "available_datasets", "check_item", "open_dataset",
+__all__ = ["DatasetError", "SPLITS", "available_datasets", "open_dataset",
            "register_dataset"]

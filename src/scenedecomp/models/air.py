@@ -42,43 +42,27 @@ detached previous latents, so it learns only from ``baseline_mse`` (its inputs a
 enters ``reinforce`` detached) while the model never learns from ``baseline_mse``. Its parameters form
 their own optimiser group with ``baseline_lr`` (:meth:`AIR.parameter_groups`).
 
-Design choices for reliable counting (the notes report that many public runs over-count or split digits):
+Options for reliable counting (defaults in :class:`AIRConfig`; docs/results.md measures them):
 
-- Prior: fixed ``Bernoulli(z_pres_prob = 0.01)`` per step by default (addtt / seed blog), so every
-  extra step costs about ``log(p/0.01)`` nats; a prior of 0.5 lets the model use every step. The
-  truncated geometric prior (``z_pres_prior: geometric``, the count ``n`` has ``P(n) ∝ rho^n`` on
-  ``0..N``) and a log-linear annealing from ``z_pres_prob_start`` over ``z_pres_anneal_steps`` steps
-  (:meth:`AIR.set_step`) are options.
-- Baseline scale (NVIL centring, ``baseline_normalize``): the learning signal is hundreds of nats, which
-  a freshly initialised network with learning rate 1e-3 takes thousands of steps to reach. Running
-  (EMA) estimates of the signal's mean ``c`` and standard deviation ``v`` (buffers, updated in training)
-  put the baseline's target on a unit scale, so the baseline is useful from the first steps and its
-  MSE stays O(1) (it does not swamp gradient clipping). The advantage keeps the true scale, so the
-  REINFORCE gradient is not reweighted against the closed-form ``kl_pres`` gradient.
-- Initialisation against the "dud first step" trap (the main failure seen here): if a later step learns
-  to draw a digit that the first step misses, the first step stays present but draws nothing (turning it
-  off would also switch off the step that draws), so single digits are counted twice and no gradient
-  leads out (a blank patch gives its window no reconstruction gradient; how often, with and without the
-  split below: docs/results.md). The presence logit therefore has a learned per-step offset
-  (``pres_bias``) initialised to ``p_pres = z_pres_init`` (0.9) for the first step and
-  ``z_pres_init_later`` (0.2) for later steps: early on the first step is usually alone, so it learns to
-  find a digit anywhere, and REINFORCE switches later steps on where they pay off (2-digit scenes, within
-  a few hundred steps). A high first-step ``p_pres`` also keeps ``z_pres`` from collapsing to 0 before
-  the decoder can draw. The ``z_where`` head starts at the prior mean scale (window centred,
-  ``s = s_mean``) with small weights and a small posterior scale (0.1), so the first crops are sensible; the
-  decoder output bias ``decoder_bias`` (-2) makes empty patches the default. The heads carry
-  ``keep_init = True`` so ``model.init`` schemes do not overwrite them.
-- Exploration floor against the "dead step" trap (``z_pres_floor``, 0 = the paper's unrestricted
-  Bernoulli): early on a second step costs more than it explains (its decoder and window are untrained),
-  so REINFORCE may switch it off for every scene; once ``p_pres`` is near 0 the step is never sampled, its
-  window and ``z_what`` get no gradient and it never learns to draw, so 2-digit scenes are counted as 1
-  for good. With a floor the posterior is ``q(z_pres = 1) = floor + (1 - 2 floor) sigmoid(logit)``: every
-  step that may run is sampled at least that often in training and keeps learning, while the decision
-  ``p_pres > 0.5`` (the sign of the logit) and the closed-form ``kl_pres`` and ``log q`` of this family
-  are unchanged in form (:meth:`AIR.floored_logit` gives its logit). ``air-multi-mnist`` sets 0.05.
-- Optimisation: the preset ``air-multi-mnist`` sets the learning rates and the z_where scale prior (its
-  notes say why).
-- Deterministic evaluation: in ``eval()`` mode ``z_pres = p_pres > 0.5`` (with the masking),
+- Prior: a fixed ``Bernoulli(z_pres_prob = 0.01)`` per step by default, so every extra step costs about
+  ``log(p/0.01)`` nats. Also: a truncated geometric prior on the count (``z_pres_prior: geometric``,
+  ``P(n) ∝ rho^n`` on ``0..N``) and a log-linear annealing from ``z_pres_prob_start`` over
+  ``z_pres_anneal_steps`` steps (:meth:`AIR.set_step`).
+- Baseline scale (``baseline_normalize``, NVIL centring): the baseline predicts the learning signal on a
+  unit scale, from running estimates of its mean ``c`` and standard deviation ``v`` (buffers updated in
+  training); the advantage keeps the signal's own scale.
+- Initialisation: the presence logit has a learned per-step offset (``pres_bias``) that starts at
+  ``p_pres = z_pres_init`` (0.9) for the first step and ``z_pres_init_later`` (0.2) for later ones, so the
+  first step learns to find an object anywhere and later steps switch on where they pay off (with equal
+  starts, a first step that draws nothing can stay on while a later step draws the object, and single
+  objects are then counted twice). The ``z_where`` head starts at the prior mean scale (window centred)
+  with posterior scale 0.1; ``decoder_bias`` (-2) makes empty patches the default. These heads carry
+  ``keep_init = True``, so ``model.init`` schemes leave them as they are.
+- Exploration floor (``z_pres_floor``; 0 is the paper's unrestricted Bernoulli): in training
+  ``q(z_pres = 1) = floor + (1 - 2 floor) sigmoid(logit)``, so a step that may run is sampled at least that
+  often and keeps learning to draw; the decision ``p_pres > 0.5`` and the closed-form ``kl_pres`` and
+  ``log q`` keep their form (:meth:`AIR.floored_logit`). ``air-multi-mnist`` sets 0.05.
+- Deterministic evaluation: in ``eval()`` mode ``z_pres = p_pres > 0.5`` (with the masking), and
   ``z_where`` and ``z_what`` are their means, so counts and figures are reproducible.
 
 Masks for the shared output contract (``K = N + 1`` slots; slot 0 is the background). They are derived

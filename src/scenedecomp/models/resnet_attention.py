@@ -80,7 +80,6 @@ BACKBONES: dict[str, tuple[int, ...]] = {
     "resnet50": (64, 256, 512, 1024, 2048),
 }
 DECODER_CHANNELS = {"resnet": (512, 256, 128, 64), "resnet_skip": (512, 128, 64, 16)}
-STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -71,7 +71,7 @@ class SceneDecompModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         self.model.set_step(self.global_step)
         out = self(batch["image"])
-        guard = getattr(self, "divergence_guard", None)  # training/safety.py, attached by run.train
+        guard = getattr(self, "divergence_guard", None)  # training/divergence.py, attached by train.train
         if guard is not None and guard.check_loss(self, out):
             return None  # trainer.skip_nonfinite_steps: this step makes no update
         if not torch.isfinite(out.loss):

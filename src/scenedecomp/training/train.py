@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import time
@@ -105,8 +106,7 @@ def _worker_failure(err: BaseException) -> str | None:
     if "Original Traceback" in text:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         last = lines[-1]
-        for prefix in ("scenedecomp.data.DatasetError: ", "scenedecomp.data.contract.BatchError: "):
-            last = last.removeprefix(prefix)
+        last = re.sub(r"^scenedecomp(\.\w+)+: ", "", last)  # the exception's qualified class name
         return f"data loader worker failed: {last}"
     return f"data loader worker failed: {text.splitlines()[0]}"
 
