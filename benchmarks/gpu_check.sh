@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from scenedecomp.training.config import load_config
+from scenedecomp.config import load_config
 from scenedecomp.training.train import train
 
 preset, devices, strategy, steps, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5])
@@ -90,7 +90,7 @@ run_preset() {
 
 run_preset monet-multi-sprites 1 auto "$steps"
 sa=$("$python" -c "
-from scenedecomp.training.presets import list_presets
+from scenedecomp.config import list_presets
 names = list_presets()
 print(next((n for n in ('sa-multi-dsprites', 'sa-demo') if n in names), ''))")
 if [ -n "$sa" ]; then

@@ -1,5 +1,5 @@
-"""``scenedecomp export RUN --out DIR`` (a run as a model folder, :mod:`.pretrained`), ``scenedecomp
-pretrained`` (the shipped models and their test metrics) and the reproduction check of a model folder."""
+"""Exporting a run as a model folder (:mod:`scenedecomp.inference.pretrained`; ``scenedecomp export``), the
+check that a model folder reproduces its recorded metrics (``scenedecomp pretrained --check``)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
     chosen slot (or the largest foreground slot). ``top``: only the ``top`` dimensions by how much they
     move the decoded mask (all by default). ``sigma``: the sweep (``data``: each dimension over its 2nd-98th
     percentile on 64 images of ``split``; ``prior``; ``posterior``; see :mod:`scenedecomp.viz.traversals`).
-    Bad choices raise :class:`~.run.RunError` with one line.
+    Bad choices raise :class:`~scenedecomp.errors.RunError` with one line.
     """
     from ..errors import RunError
     from ..inference.loaders import open_split

@@ -25,8 +25,8 @@ def open_split(cfg: RunConfig, split: str) -> Dataset:
 
 
 def make_loader(cfg: RunConfig, dataset: Dataset, train: bool) -> DataLoader:
-    """Training: a :class:`~.safety.ResumableSampler` (order a function of seed and epoch, so ``--resume``
-    continues mid-epoch). Both: their own generator for worker seeds, so no loader draws from the global
+    """Training: a :class:`~scenedecomp.data.samplers.ResumableSampler` (order a function of seed and epoch,
+    so ``--resume`` continues mid-epoch). Both: their own generator for worker seeds, so no loader draws from the global
     RNG (a resumed run then continues the same random stream)."""
     batch = cfg.data.batch_size if train else (cfg.data.eval_batch_size or cfg.data.batch_size)
     generator = torch.Generator().manual_seed(cfg.seed)

@@ -1,6 +1,6 @@
 """Model folders: a trained model as data only (no pickle), and ``pretrained:NAME``.
 
-A model folder (written by ``scenedecomp export``, :mod:`.export`) holds::
+A model folder (written by ``scenedecomp export``, :mod:`scenedecomp.evaluation.export`) holds::
 
     model.safetensors   the model's weights (the EMA weights where the run averaged them, as evaluation uses);
                         safetensors holds tensors and a string header, never code. The header's metadata
@@ -13,7 +13,7 @@ A model folder (written by ``scenedecomp export``, :mod:`.export`) holds::
 
 ``pretrained:NAME`` names such a folder shipped inside the package (``scenedecomp/pretrained/NAME/``).
 Every command that takes a run (``evaluate``, ``visualize``, ``decompose``, ``report``) also takes a model
-folder or ``pretrained:NAME``: :func:`.checkpoint.find_run` resolves them with :func:`model_folder`.
+folder or ``pretrained:NAME``: :func:`.run.find_run` resolves them with :func:`model_folder`.
 """
 
 from __future__ import annotations

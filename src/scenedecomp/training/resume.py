@@ -1,16 +1,15 @@
-"""Run-time safety of training: atomic files, resumable data order and RNG, and the divergence guard.
+"""Resuming a run exactly: checkpoints written atomically, and the data order and RNG states they carry.
 
-- :func:`atomic_write_bytes` / :func:`atomic_write_text` and :class:`AtomicCheckpointIO`: every file is
-  written to a temp file in the same folder, fsynced, given the umask's mode and renamed over the target,
-  so a kill at any moment leaves either the old file or the new one (never half a checkpoint).
-- :class:`ResumableSampler` + :class:`ResumeState`: the training order is a pure function of
-  ``(seed, epoch)``; the checkpoint stores the epoch, the batches consumed in it and the RNG states, and a
-  resumed run skips the consumed batches and restores the RNGs, so on CPU it continues exactly like an
-  uninterrupted run (Lightning alone restarts a mid-epoch loader from the epoch's first batch).
-- :class:`DivergenceGuard`: a non-finite loss term or gradient stops training with one line naming the
-  step and the term (or parameter), writes the offending batch's dataset indices, and leaves the last good
-  checkpoint in place; with ``trainer.skip_nonfinite_steps`` the step is skipped instead (no parameter
-  update) and recorded in ``skipped_steps.jsonl``.
+- :class:`AtomicCheckpointIO`: Lightning writes every checkpoint through
+  :func:`scenedecomp.safeio.atomic_write_bytes`, so a kill at any moment leaves either the old checkpoint or
+  the new one, never half of one.
+- :class:`~scenedecomp.data.samplers.ResumableSampler` + :class:`ResumeState`: the training order is a pure
+  function of ``(seed, epoch)``; the checkpoint stores the epoch, the batches consumed in it and the RNG
+  states, and a resumed run skips the consumed batches and restores the RNGs, so on CPU it continues exactly
+  like an uninterrupted run (Lightning alone restarts a mid-epoch loader from the epoch's first batch).
+- :class:`ShardSamplers`: tells the samplers their rank under data parallelism.
+
+The divergence guard is :mod:`.divergence`.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def train(cfg: RunConfig, overwrite: bool = False, resume: bool = False, quiet: 
     """Train ``cfg`` to its step or time budget, then evaluate on the test split and draw figures.
 
     Everything that can be refused (config, data, Lightning's trainer settings) is checked before the run
-    directory is written. A divergence (:class:`~.safety.DivergenceError`) or a failing DataLoader worker
+    directory is written. A divergence (:class:`~.divergence.DivergenceError`) or a failing DataLoader worker
     becomes a one-line :class:`RunError`. ``quiet`` also silences Lightning's info lines and warnings.
     Returns the test metrics (also written to ``metrics.json``).
     """
