@@ -78,6 +78,12 @@ def back_arrows(graph: dict[str, set[str]]) -> list[str]:
                   if layer_of(dep) > layer_of(name))
 
 
+def test_every_package_folder_is_a_package():
+    """A folder of modules without ``__init__.py`` would import from a checkout but be left out of the wheel."""
+    folders = {path.parent for path in PACKAGE.rglob("*.py")}
+    assert sorted(str(f.relative_to(PACKAGE)) for f in folders if not (f / "__init__.py").is_file()) == []
+
+
 def test_every_module_has_a_layer():
     assert len(MODULES) > 60  # the walk found the package
     for name in MODULES:
