@@ -1,20 +1,5 @@
 """The tests' check of the batch contract every dataset yields and every model consumes (the contract is
-stated in :mod:`scenedecomp.data`).
-
-A dataset item (one scene) is a ``dict`` with
-
-- ``image``: float32 tensor ``[C, H, W]`` with values in ``[0, 1]`` (required);
-- ``mask``: int64 label map ``[H, W]``; 0 is background unless the dataset declares more background
-  labels (``Dataset.background_labels``); objects are labelled 1..O (optional);
-- ``num_objects``: int64 scalar, number of foreground objects in the scene (optional);
-- ``visibility``: float32 ``[O_max]``, 1 for a visible object slot, 0 for padding (optional);
-- ``factors``: ``dict[str, Tensor]`` of per-object ground-truth factors, each ``[O_max, ...]`` and padded
-  with zeros past the scene's objects (optional).
-
-``torch.utils.data.default_collate`` stacks items into a batch with a leading ``B`` axis:
-``image [B,C,H,W]``, ``mask [B,H,W]``, ``num_objects [B]``, ``visibility [B,O_max]``,
-``factors[name] [B,O_max,...]``.
-"""
+stated in :mod:`scenedecomp.data`)."""
 
 from __future__ import annotations
 
