@@ -28,9 +28,9 @@ TINY = [*tiny_run(40, 8, 16, max_steps=13, val_every_n_steps=4, checkpoint_every
 # the rename).
 DRIVER = textwrap.dedent("""
     import os, signal, sys
-    from scenedecomp.training import safety
+    from scenedecomp.training import resume  # its AtomicCheckpointIO writes every checkpoint
     mode, _, step = os.environ.get("SCENEDECOMP_TEST_KILL", "").partition(":")
-    original = safety.atomic_write_bytes
+    original = resume.atomic_write_bytes
     armed = []
 
     def killing_write(path, data=None, writer=None):
@@ -53,7 +53,7 @@ DRIVER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         return result
 
-    safety.atomic_write_bytes = killing_write
+    resume.atomic_write_bytes = killing_write
     from scenedecomp.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
