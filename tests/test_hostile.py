@@ -833,6 +833,18 @@ def test_air_evaluate_with_two_slots(air_run, tmp_path, capsys):
             absent=[tmp_path / "n.json"])
 
 
+@pytest.mark.parametrize("args, message", [
+    (["visualize", "RUN", "--out", "OUT", "--num-images", "0"], "--num-images must be at least 1, got 0"),
+    (["visualize", "RUN", "--out", "OUT", "--samples", "--num-images", "-3"], "--num-images must be at least 1"),
+    (["visualize", "RUN", "--out", "OUT", "--traversals", "--top", "0"], "--top must be at least 1, got 0"),
+    (["export", "RUN", "--out", "OUT", "--check-images", "0"], "--check-images must be at least 1, got 0"),
+])
+def test_flag_values_are_refused_by_the_command_that_names_them(tmp_path, capsys, args, message):
+    """The CLI checks its flags' values and names the flag; the library functions behind it name parameters."""
+    args = [str(tmp_path / "run") if a == "RUN" else str(tmp_path / "out") if a == "OUT" else a for a in args]
+    refused(capsys, args, message, absent=[tmp_path / "out"])
+
+
 def test_fixed_k_model_refuses_another_k_in_one_line(tmp_path, capsys, monkeypatch):
     """The one rule for K at inference (``LoadedRun.num_slots``, from ``SceneModel.adjustable_num_slots``): a
     one-pass ResNet attention predicts a fixed number of masks, so evaluate, visualize and decompose refuse

@@ -9,8 +9,9 @@ import pytest
 from test_cli import TINY
 
 from scenedecomp.cli import main
+from scenedecomp.cli.seeds import parse_seeds
 from scenedecomp.config import ConfigError
-from scenedecomp.training.seeds import criterion_for, parse_seeds, summarize
+from scenedecomp.training.seeds import criterion_for, summarize
 
 
 def test_parse_seeds():

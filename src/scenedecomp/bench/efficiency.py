@@ -56,9 +56,9 @@ def run_efficiency(slots: Sequence[int] = DEFAULT_SLOTS, image_size: int = 64, b
         if m not in MODELS:
             raise ValueError(f"unknown benchmark model {m!r}; expected some of {', '.join(MODELS)}")
     if image_size % 32:
-        raise ValueError(f"--image-size must be a multiple of 32 (ResNet stride), got {image_size}")
+        raise ValueError(f"image_size must be a multiple of 32 (ResNet stride), got {image_size}")
     if repeats < 1 or batch_size < 1:
-        raise ValueError("--repeats and --batch-size must be at least 1")
+        raise ValueError(f"repeats and batch_size must be at least 1, got {repeats} and {batch_size}")
     if any(k < 2 for k in slots):
         raise ValueError(f"every K must be at least 2, got {list(slots)}")
     dev = resolve_device(device)

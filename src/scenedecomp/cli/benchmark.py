@@ -67,6 +67,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Handler for the parsed ``efficiency`` sub-command; returns an exit code."""
     check_bound("--batch-size", args.batch_size, 1, MAX_BATCH_SIZE)
     check_bound("--image-size", args.image_size, 8, MAX_IMAGE_SIZE)
+    if args.image_size % 32:
+        raise BadInput(f"--image-size must be a multiple of 32 (ResNet stride), got {args.image_size}")
+    if args.repeats < 1:
+        raise BadInput(f"--repeats must be at least 1, got {args.repeats}")
     for k in args.slots:
         check_bound("--slots", k, 2, MAX_SLOTS)
     if args.threads:

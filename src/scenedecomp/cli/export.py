@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import BadInput
 from ..evaluation.export import CHECK_IMAGES, SUMMARY_KEYS, export_run, read_json_or_none, verify
 from ..inference.pretrained import PREFIX, WEIGHTS, shipped
 
@@ -31,6 +32,8 @@ def add_parsers(subparsers) -> None:
 
 
 def _cmd_export(args) -> int:
+    if args.check_images < 1:
+        raise BadInput(f"--check-images must be at least 1, got {args.check_images}")
     out = export_run(args.run, args.out, args.check_images)
     files = ", ".join(sorted(p.name for p in out.iterdir()))
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6

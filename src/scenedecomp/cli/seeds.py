@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_config
-from ..training.seeds import criterion_for, format_record, format_summary, parse_seeds, run_seeds
+from ..config import ConfigError, load_config
+from ..training.seeds import criterion_for, format_record, format_summary, run_seeds
 
 
 def add_parsers(subparsers) -> None:
@@ -30,14 +30,33 @@ def add_parsers(subparsers) -> None:
 
 
 def run(args) -> int:
+    seeds = parse_seeds(args.seeds)
+    if args.parallel < 1 or args.threads < 1:
+        raise ConfigError(f"--parallel {args.parallel} / --threads {args.threads}: both must be at least 1")
     criterion = None
     if args.metric is not None or args.fail_below is not None:
         cfg = load_config(args.preset, args.overrides)
         default = criterion_for(cfg.model.name)
         criterion = (args.metric or default[0], default[1] if args.fail_below is None else args.fail_below)
-    summary = run_seeds(args.preset, parse_seeds(args.seeds), args.out, args.overrides, runs_dir=args.runs_dir,
+    summary = run_seeds(args.preset, seeds, args.out, args.overrides, runs_dir=args.runs_dir,
                         parallel=args.parallel, threads=args.threads, criterion=criterion,
                         overwrite=args.overwrite, report=lambda record: print(format_record(record), flush=True))
     print(format_summary(summary))
     print(f"seed table written to {Path(args.out) / 'summary.json'}")
     return 1 if summary["errors"] else 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9"``, ``"3"``, ``"0,2,5-7"`` -> sorted distinct seeds; anything else raises :class:`ConfigError`."""
+    seeds: set[int] = set()
+    for part in str(text).split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        try:
+            first, last = (int(lo), int(hi)) if sep else (int(part), int(part))
+        except ValueError:
+            raise ConfigError(f"--seeds {text!r}: expected seeds like 0-9 or 0,2,5-7") from None
+        if first < 0 or last < first:
+            raise ConfigError(f"--seeds {text!r}: {part!r} is not a range of non-negative seeds")
+        seeds.update(range(first, last + 1))
+    return sorted(seeds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import BadInput
+
 
 def add_parsers(subparsers) -> None:
     p = subparsers.add_parser("visualize", help="draw decomposition figures", description=(
@@ -37,6 +39,8 @@ def run(args) -> int:
     if args.traversals:
         from ..evaluation.latent_figures import write_traversals
 
+        if args.top is not None and args.top < 1:
+            raise BadInput(f"--top must be at least 1, got {args.top}")
         for path in write_traversals(args.run, args.out, split=args.split, image=args.image, slot=args.slot,
                                      top=args.top, num_slots=args.num_slots, sigma=args.sigma):
             print(path)
@@ -44,11 +48,15 @@ def run(args) -> int:
     if args.samples:
         from ..evaluation.latent_figures import write_samples
 
+        if (args.num_images // 2 or 1) < 1:  # pairs of images: --num-images 0 or 1 still draws one pair
+            raise BadInput(f"--num-images must be at least 1, got {args.num_images}")
         for path in write_samples(args.run, args.out, split=args.split, num_swaps=args.num_images // 2 or 1,
                                   num_slots=args.num_slots):
             print(path)
         return 0
 
+    if args.num_images < 1:
+        raise BadInput(f"--num-images must be at least 1, got {args.num_images}")
     for path in visualize(args.run, args.out, split=args.split, num_images=args.num_images,
                           num_slots=args.num_slots):
         print(path)

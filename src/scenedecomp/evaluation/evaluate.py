@@ -133,7 +133,7 @@ def visualize(path: str | os.PathLike, out_dir: str | os.PathLike, split: str = 
     from ..viz.figures import boxes_figure, decomposition_figure, save_figure
 
     if num_images < 1:
-        raise RunError(f"--num-images must be at least 1, got {num_images}")
+        raise RunError(f"num_images must be at least 1, got {num_images}")
     run_dir, ckpt, cfg = find_run(path)
     loaded = load_weights(ckpt, cfg, run_dir)
     num_slots = loaded.num_slots(num_slots)

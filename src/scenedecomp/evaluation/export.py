@@ -78,7 +78,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, check_images: int
     if problem:
         raise RunError(f"{out}: output directory {problem}")
     if check_images < 1:
-        raise RunError(f"--check-images must be at least 1, got {check_images}")
+        raise RunError(f"check_images must be at least 1, got {check_images}")
     run_dir, ckpt, cfg = find_run(run)
     loaded = load_weights(ckpt, cfg, run_dir)
     training_only = tuple(loaded.model.training_only_prefixes)  # e.g. AIR's baseline

@@ -47,7 +47,7 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
     model = loaded.model
     k = num_slots or loaded.config.model.eval_num_slots
     if top is not None and top < 1:
-        raise RunError(f"--top must be at least 1, got {top}")
+        raise RunError(f"top must be at least 1, got {top}")
     dataset = None
     if image is None or str(image).lstrip("-").isdigit() or sigma == "data":
         dataset = open_split(cfg, split)
@@ -67,7 +67,7 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
     elif str(image).lstrip("-").isdigit():
         index = int(image)
         if not 0 <= index < len(dataset):
-            raise RunError(f"--image {index}: {cfg.data.name} {split} has {len(dataset)} images "
+            raise RunError(f"image {index}: {cfg.data.name} {split} has {len(dataset)} images "
                            f"(0..{len(dataset) - 1})")
         picture, label = dataset[index]["image"], f"{split}{index}"
     else:
@@ -79,14 +79,14 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
         try:
             picture = read_image(file, *loaded.geometry).image
         except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise RunError(f"--image {file}: not a readable image ({str(err).splitlines()[0][:120]})") from None
+            raise RunError(f"image {file}: not a readable image ({str(err).splitlines()[0][:120]})") from None
         from ..safeio import safe_name
 
         label = safe_name(file.stem, "image")
     try:
         data = traverse(model, picture, slot=slot, top=top, num_slots=k, sigma=sigma, value_range=value_range)
     except ValueError as err:
-        raise RunError(f"--traversals: {err}") from None
+        raise RunError(f"traversals: {err}") from None
     out_dir = output_dir(out_dir)
     written = [save_figure(traversal_figure(data, f"{cfg.name} {label}"),
                            out_dir / f"traversal_{label}_slot{data['slot']}.png")]
@@ -109,17 +109,17 @@ def write_samples(path: str | os.PathLike, out_dir: str | os.PathLike, split: st
     from .evaluate import output_dir
 
     if num_swaps < 1:
-        raise RunError(f"--num-images must be at least 1, got {num_swaps}")
+        raise RunError(f"num_swaps must be at least 1, got {num_swaps}")
     run_dir, ckpt, cfg = find_run(path)
     loaded = load_weights(ckpt, cfg, run_dir)
     model = loaded.model
     if not hasattr(model, "component"):
-        raise RunError(f"--samples: {cfg.model.name} has no component VAE to decode slot latents with")
+        raise RunError(f"samples: {cfg.model.name} has no component VAE to decode slot latents with")
     k = loaded.num_slots(num_slots) or loaded.config.model.eval_num_slots
     dataset = open_split(cfg, split)
     n = min(2 * num_swaps, len(dataset) - len(dataset) % 2)
     if n < 2:
-        raise RunError(f"--samples: {cfg.data.name} {split} needs at least 2 images")
+        raise RunError(f"samples: {cfg.data.name} {split} needs at least 2 images")
     images = torch.stack([dataset[i]["image"] for i in range(n)])
     with torch.no_grad():
         out = model(images, k)

@@ -112,7 +112,7 @@ def evaluate_disentanglement(path, metrics_path: Path, split: str = "test", num_
     try:
         result = score_split(loaded, make_loader(cfg, dataset, train=False), num_slots, seed=cfg.seed)
     except DisentanglementError as err:
-        raise RunError(f"--disentanglement on {cfg.data.name} {split}: {err}") from None
+        raise RunError(f"disentanglement on {cfg.data.name} {split}: {err}") from None
     if figure is None:  # beside the metrics for a model folder (which may be the installed package)
         folder = Path(metrics_path).parent if ckpt.name == "model.safetensors" else run_dir / "figures"
         figure = folder / f"disentanglement_{split}.png"

@@ -42,22 +42,6 @@ _WITHIN_RUN = ("_std", "_count", "num_slots")
 _RESERVED = ("seed", "name", "out_dir")
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0-9"``, ``"3"``, ``"0,2,5-7"`` -> sorted distinct seeds; anything else raises :class:`ConfigError`."""
-    seeds: set[int] = set()
-    for part in str(text).split(","):
-        part = part.strip()
-        lo, sep, hi = part.partition("-")
-        try:
-            first, last = (int(lo), int(hi)) if sep else (int(part), int(part))
-        except ValueError:
-            raise ConfigError(f"--seeds {text!r}: expected seeds like 0-9 or 0,2,5-7") from None
-        if first < 0 or last < first:
-            raise ConfigError(f"--seeds {text!r}: {part!r} is not a range of non-negative seeds")
-        seeds.update(range(first, last + 1))
-    return sorted(seeds)
-
-
 def criterion_for(model_name: str) -> tuple[str, float]:
     """The default ``(metric, threshold)`` failure criterion of a model."""
     return CRITERIA.get(model_name, DEFAULT_CRITERION)
@@ -167,9 +151,9 @@ def run_seeds(preset: str, seeds: Sequence[int], out: str | os.PathLike, overrid
         if key in _RESERVED:
             raise ConfigError(f"override {item!r}: the seed command sets {key} itself")
     if not seeds:
-        raise ConfigError("--seeds: no seeds given")
+        raise ConfigError("seeds: none given")
     if parallel < 1 or threads < 1:
-        raise ConfigError(f"--parallel {parallel} / --threads {threads}: both must be at least 1")
+        raise ConfigError(f"parallel {parallel} / threads {threads}: both must be at least 1")
     out = Path(out).expanduser()
     runs = Path(runs_dir).expanduser() if runs_dir is not None else out / "runs"
     cfg = load_config(preset, [*overrides, f"seed={seeds[0]}"])
