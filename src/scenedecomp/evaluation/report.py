@@ -152,72 +152,6 @@ def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: sorted(values.items()) for tag, values in scalars.items()}
 
 
-def _curves_figure(scalars: dict[str, list[tuple[int, float]]]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tags = [t for t in sorted(scalars) if t.startswith("train/") or t.startswith("lr")]
-    tags = [t for t in tags if len(scalars[t]) >= 1]
-    if not tags:
-        return None
-    cols = min(3, len(tags))
-    rows = (len(tags) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.4 * rows), squeeze=False)
-    for ax, tag in zip(axes.flat, tags):
-        steps, values = zip(*scalars[tag])
-        ax.plot(steps, values, lw=1)
-        ax.set_title(tag, fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-        ax.set_xlabel("step", fontsize=7)
-    for ax in list(axes.flat)[len(tags):]:
-        ax.axis("off")
-    fig.tight_layout()
-    return fig
-
-
-def _validation_figure(history: list[dict], scalars: dict[str, list[tuple[int, float]]]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = ("fg_ari", "ari", "msc", "sc", "decoded_fg_ari", "decoded_msc", "count_accuracy")
-    series = {}
-    if history:
-        for key in keys:
-            points = [(row["step"], row[key]) for row in history if row.get(key) is not None]
-            if points:
-                series[key] = points
-        loss = [(row["step"], row["loss"]) for row in history if row.get("loss") is not None]
-    else:  # fall back to the TensorBoard validation scalars
-        for key in keys:
-            if f"val/{key}" in scalars:
-                series[key] = scalars[f"val/{key}"]
-        loss = scalars.get("val/loss", [])
-    if not series and not loss:
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 2.8))
-    for key, points in series.items():
-        steps, values = zip(*points)
-        axes[0].plot(steps, values, marker="o", ms=3, label=key)
-    axes[0].set_ylim(0, 1)
-    axes[0].set_title("validation metrics", fontsize=8)
-    axes[0].legend(fontsize=7)
-    if loss:
-        steps, values = zip(*loss)
-        axes[1].plot(steps, values, marker="o", ms=3)
-    axes[1].set_title("validation loss", fontsize=8)
-    for ax in axes:
-        ax.set_xlabel("step", fontsize=7)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def _health_section(history: list[dict]) -> str:
     """"Training health": every warning of the validations' health checks (``health`` in history.jsonl,
     ``scenedecomp.metrics.health``) with the steps it was seen at, and the last validation's values."""
@@ -261,6 +195,168 @@ def _ensure_traversals(run_dir: Path, log) -> None:
             write_samples(run_dir, figures, split="test")
         except Exception as err:
             log(f"report: no slot-swap figure ({str(err).splitlines()[0][:160]})")
+
+
+def _read_history(run_dir: Path, log) -> list[dict]:
+    """The rows of ``history.jsonl`` a figure can use (a numeric ``step``; numbers only, plus ``health``);
+    damaged lines are skipped, an unreadable file is said once."""
+    from ..errors import UserError
+    from ..safeio import read_text
+
+    history: list[dict] = []
+    if not (run_dir / "history.jsonl").is_file():
+        return history
+    try:
+        lines = read_text(run_dir / "history.jsonl", "validation history").splitlines()
+    except UserError as err:
+        log(f"report: no validation history ({err})")
+        return history
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int | float):  # rows the figure can use
+            history.append({k: v for k, v in row.items()
+                            if k == "step" or isinstance(v, int | float) and not isinstance(v, bool)})
+            if isinstance(row.get("health"), dict):  # the health section escapes what it shows
+                history[-1]["health"] = row["health"]
+    return history
+
+
+# ----------------------------------------------------------------------------------------------- sections
+def _header_section(config: dict, run_dir: Path, test: dict) -> str:
+    """The title: the run's name, model, data, K, training length and where the run is."""
+    model = _section(config, "model").get("name", "?")
+    data = _section(config, "data")
+    name = str(config.get("name") or run_dir.name)[:200]
+    slots = _section(config, "model").get("num_slots", "?")
+    sub = [f"model <b>{html.escape(str(model)[:200])}</b>", f"data <b>{html.escape(str(data.get('name', '?'))[:200])}"
+           f"</b> {html.escape(str(data.get('image_size', ''))[:20])}px", f"K = {html.escape(str(slots)[:20])}"]
+    if isinstance(test.get("train_steps"), int | float) and isinstance(test.get("train_seconds", 0), int | float):
+        sub.append(f"{test['train_steps']} steps in {test.get('train_seconds', 0) / 60:.1f} min")
+    return (f"<h1>{html.escape(str(name))}</h1><p class='sub'>{' · '.join(sub)} · run directory "
+            f"<code>{html.escape(str(run_dir.resolve()))}</code> · report written "
+            f"{time.strftime('%Y-%m-%d %H:%M')}</p>")
+
+
+def _metrics_section(metrics: dict[str, dict]) -> str:
+    """"Metrics": one row per split."""
+    if not metrics:
+        return ""
+    order = sorted(metrics, key=lambda s: (s.startswith("ood_"), {"test": 0, "val": 1, "train": 2}.get(s, 3), s))
+    columns = [c for c in METRIC_COLUMNS if any(metrics[split].get(c) is not None for split in order)]
+    rows = [[split, *[metrics[split].get(c) for c in columns]] for split in order]
+    note = ("FG-ARI/ARI/MSC/SC are means over images (images without foreground skipped for the foreground "
+            "metrics); MSE per pixel and channel.")
+    if "decoded_msc" in columns or "generative_mse" in columns:
+        note += (" <code>decoded_*</code>: the same segmentation metrics from the component VAE's decoded "
+                 "masks (each slot's mask decoded from its latent alone); <code>generative_mse</code>: the "
+                 "image rebuilt from the decoded masks. They show whether the latents carry where each "
+                 "object is, not only what colour it has.")
+    return "<h2>Metrics</h2>" + _table(["split", *columns], rows) + f"<p class='note'>{note}</p>"
+
+
+def _ood_section(metrics: dict[str, dict], test: dict) -> str:
+    """"Out-of-distribution splits": each OOD split's metrics and their change from the test split."""
+    ood = [s for s in metrics if s.startswith("ood_")]
+    if not ood:
+        return ""
+    rows = []
+    for split in sorted(ood):
+        m = metrics[split]
+        row = [split, m.get("num_slots"), m.get("fg_ari"), m.get("msc"), m.get("mse")]
+        for key in ("fg_ari", "msc"):
+            a, b = m.get(key), test.get(key)
+            row.append(a - b if isinstance(a, float) and isinstance(b, float) else None)
+        rows.append(row)
+    return "<h2>Out-of-distribution splits</h2>" + _table(
+        ["split", "K", "FG-ARI", "MSC", "MSE", "ΔFG-ARI vs test", "ΔMSC vs test"], rows)
+
+
+def _curves_section(history: list[dict], scalars: dict) -> str:
+    """"Training curves": the loss terms and learning rate, and the validation metrics."""
+    from ..viz.figures import loss_curves_figure, validation_figure
+
+    curve_html = []
+    fig = loss_curves_figure(scalars)
+    if fig is not None:
+        curve_html.append(_img(_figure_uri(fig), "training loss terms and learning rate (TensorBoard)"))
+    fig = validation_figure(history, scalars)
+    if fig is not None:
+        source = "history.jsonl" if history else "TensorBoard"
+        curve_html.append(_img(_figure_uri(fig), f"validation ({source})"))
+    return "<h2>Training curves</h2>" + "".join(curve_html) if curve_html else ""
+
+
+def _figures_section(figures: Path, log) -> str:
+    """"Decompositions" and "Latent traversals and the component VAE": the run's figures, inlined."""
+    html_parts = []
+    decomposition = sorted(figures.glob("decomposition_*.png")) + sorted(figures.glob("boxes*.png"))
+    if decomposition:
+        html_parts.append("<h2>Decompositions (test images)</h2>"
+                          + "".join(_file_img(p, log=log) for p in decomposition))
+    trav = sorted(figures.glob("traversal_*.png")) + sorted(figures.glob("components_*.png")) \
+        + sorted(figures.glob("samples.png"))
+    if trav:
+        html_parts.append("<h2>Latent traversals and the component VAE</h2>"
+                          + "".join(_file_img(p, log=log) for p in trav))
+    return "".join(html_parts)
+
+
+def _disentanglement_section(metrics: dict[str, dict], figures: Path, log) -> str:
+    """"Disentanglement": each scored split's summary, its per-factor scores and importance figure."""
+    dis_rows, dis_imgs = [], []
+    for split in sorted(metrics):
+        d = metrics[split].get("disentanglement")
+        if isinstance(d, dict):
+            dis_rows.append([split, d.get("num_objects"), d.get("dci_disentanglement"), d.get("dci_completeness"),
+                             d.get("dci_informativeness"), d.get("mig"), d.get("informativeness_linear"),
+                             d.get("informativeness_mlp")])
+            per_factor = d.get("informativeness") or {}
+            names = d.get("factor_names") or list(d.get("factors") or {})
+            if per_factor and names:
+                probes = sorted(per_factor)
+                factor_rows = [[n, *[per_factor[p].get(n) for p in probes], (d.get("mig_per_factor") or {}).get(n),
+                                (d.get("dci_completeness_per_factor") or {}).get(n)] for n in names]
+                dis_imgs.append(f"<details><summary>{html.escape(split)}: per factor</summary>" + _table(
+                    ["factor", *[f"{p} probe" for p in probes], "MIG", "DCI completeness"], factor_rows)
+                    + "</details>")
+    dis_figs = sorted(figures.glob("disentanglement_*.png"))
+    if not (dis_rows or dis_figs):
+        return ""
+    return ("<h2>Disentanglement</h2>" + (_table(
+            ["split", "matched objects", "DCI D", "DCI C", "DCI I", "MIG", "linear probe", "MLP probe"], dis_rows)
+            if dis_rows else "") + "".join(dis_imgs)
+            + "<p class='note'>Slots matched to objects by Hungarian assignment on mask IoU; probes on held-out "
+              "objects (R² continuous, accuracy categorical, averaged over factors).</p>"
+            + "".join(_file_img(p, log=log) for p in dis_figs))
+
+
+def _efficiency_section(test: dict, run_dir: Path) -> str:
+    """"Efficiency": training and evaluation rates, and any efficiency benchmark summary in the run."""
+    eff_rows = []
+    if test.get("train_steps") and test.get("train_seconds"):
+        eff_rows.append(["training", f"{test['train_steps'] / test['train_seconds']:.2f} steps/s",
+                         f"{test['train_steps']} steps, {test['train_seconds']:.0f} s"])
+    if test.get("eval_seconds") and test.get("num_images"):
+        eff_rows.append(["evaluation", f"{test['num_images'] / test['eval_seconds']:.1f} images/s",
+                         f"{test['num_images']} images, {test['eval_seconds']:.1f} s"])
+    for path in sorted(run_dir.rglob("efficiency.json")):
+        summary = (_read_json(path) or {}).get("summary")
+        if summary:
+            eff_rows.append([str(path.relative_to(run_dir)), "", json.dumps(summary)[:300]])
+    return "<h2>Efficiency</h2>" + _table(["what", "rate", "detail"], eff_rows) if eff_rows else ""
+
+
+def _config_section(env: dict, config_text: str | None) -> str:
+    """"Configuration and environment": env.json (or a model folder's provenance) and config.yaml."""
+    cfg_html = "<h2>Configuration and environment</h2>"
+    if env:
+        cfg_html += _table(["key", "value"], [[k, str(v)] for k, v in sorted(env.items())])
+    if config_text:
+        cfg_html += f"<details open><summary>config.yaml</summary><pre>{html.escape(config_text)}</pre></details>"
+    return cfg_html
 
 
 # ----------------------------------------------------------------------------------------------- page
@@ -317,138 +413,18 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     env = _read_json(run_dir / "env.json") or _read_json(run_dir / "provenance.json") or {}
     metrics = load_metrics(run_dir)
     test = metrics.get("test", {})
-    history = []
-    if (run_dir / "history.jsonl").is_file():
-        try:
-            lines = read_text(run_dir / "history.jsonl", "validation history").splitlines()
-        except UserError as err:
-            log(f"report: no validation history ({err})")
-            lines = []
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int | float):  # rows the figure can use
-                history.append({k: v for k, v in row.items()
-                                if k == "step" or isinstance(v, int | float) and not isinstance(v, bool)})
-                if isinstance(row.get("health"), dict):  # the health section escapes what it shows
-                    history[-1]["health"] = row["health"]
+    history = _read_history(run_dir, log)
     scalars = tensorboard_scalars(run_dir)
     figures = run_dir / "figures"
     if figures.is_symlink():  # figures are read from the run itself only
         log(f"report: left out {figures}: a symbolic link; not followed")
         figures = run_dir / ".no-figures"
-    parts: list[str] = []
-    model = _section(config, "model").get("name", "?")
-    data = _section(config, "data")
     name = str(config.get("name") or run_dir.name)[:200]
-    slots = _section(config, "model").get("num_slots", "?")
-    sub = [f"model <b>{html.escape(str(model)[:200])}</b>", f"data <b>{html.escape(str(data.get('name', '?'))[:200])}"
-           f"</b> {html.escape(str(data.get('image_size', ''))[:20])}px", f"K = {html.escape(str(slots)[:20])}"]
-    if isinstance(test.get("train_steps"), int | float) and isinstance(test.get("train_seconds", 0), int | float):
-        sub.append(f"{test['train_steps']} steps in {test.get('train_seconds', 0) / 60:.1f} min")
-    parts.append(f"<h1>{html.escape(str(name))}</h1><p class='sub'>{' · '.join(sub)} · run directory "
-                 f"<code>{html.escape(str(run_dir.resolve()))}</code> · report written "
-                 f"{time.strftime('%Y-%m-%d %H:%M')}</p>")
-
-    # metrics
-    if metrics:
-        order = sorted(metrics, key=lambda s: (s.startswith("ood_"), {"test": 0, "val": 1, "train": 2}.get(s, 3), s))
-        columns = [c for c in METRIC_COLUMNS if any(metrics[split].get(c) is not None for split in order)]
-        rows = [[split, *[metrics[split].get(c) for c in columns]] for split in order]
-        note = ("FG-ARI/ARI/MSC/SC are means over images (images without foreground skipped for the foreground "
-                "metrics); MSE per pixel and channel.")
-        if "decoded_msc" in columns or "generative_mse" in columns:
-            note += (" <code>decoded_*</code>: the same segmentation metrics from the component VAE's decoded "
-                     "masks (each slot's mask decoded from its latent alone); <code>generative_mse</code>: the "
-                     "image rebuilt from the decoded masks. They show whether the latents carry where each "
-                     "object is, not only what colour it has.")
-        parts.append("<h2>Metrics</h2>" + _table(["split", *columns], rows) + f"<p class='note'>{note}</p>")
-    parts.append(_health_section(history))
-    ood = [s for s in metrics if s.startswith("ood_")]
-    if ood:
-        rows = []
-        for split in sorted(ood):
-            m = metrics[split]
-            row = [split, m.get("num_slots"), m.get("fg_ari"), m.get("msc"), m.get("mse")]
-            for key in ("fg_ari", "msc"):
-                a, b = m.get(key), test.get(key)
-                row.append(a - b if isinstance(a, float) and isinstance(b, float) else None)
-            rows.append(row)
-        parts.append("<h2>Out-of-distribution splits</h2>" + _table(
-            ["split", "K", "FG-ARI", "MSC", "MSE", "ΔFG-ARI vs test", "ΔMSC vs test"], rows))
-
-    # curves
-    curve_html = []
-    fig = _curves_figure(scalars)
-    if fig is not None:
-        curve_html.append(_img(_figure_uri(fig), "training loss terms and learning rate (TensorBoard)"))
-    fig = _validation_figure(history, scalars)
-    if fig is not None:
-        source = "history.jsonl" if history else "TensorBoard"
-        curve_html.append(_img(_figure_uri(fig), f"validation ({source})"))
-    if curve_html:
-        parts.append("<h2>Training curves</h2>" + "".join(curve_html))
-
-    # figures
-    decomposition = sorted(figures.glob("decomposition_*.png")) + sorted(figures.glob("boxes*.png"))
-    if decomposition:
-        parts.append("<h2>Decompositions (test images)</h2>" + "".join(_file_img(p, log=log) for p in decomposition))
-    trav = sorted(figures.glob("traversal_*.png")) + sorted(figures.glob("components_*.png")) \
-        + sorted(figures.glob("samples.png"))
-    if trav:
-        parts.append("<h2>Latent traversals and the component VAE</h2>" + "".join(_file_img(p, log=log) for p in trav))
-
-    # disentanglement
-    dis_rows, dis_imgs = [], []
-    for split in sorted(metrics):
-        d = metrics[split].get("disentanglement")
-        if isinstance(d, dict):
-            dis_rows.append([split, d.get("num_objects"), d.get("dci_disentanglement"), d.get("dci_completeness"),
-                             d.get("dci_informativeness"), d.get("mig"), d.get("informativeness_linear"),
-                             d.get("informativeness_mlp")])
-            per_factor = d.get("informativeness") or {}
-            names = d.get("factor_names") or list(d.get("factors") or {})
-            if per_factor and names:
-                probes = sorted(per_factor)
-                factor_rows = [[n, *[per_factor[p].get(n) for p in probes], (d.get("mig_per_factor") or {}).get(n),
-                                (d.get("dci_completeness_per_factor") or {}).get(n)] for n in names]
-                dis_imgs.append(f"<details><summary>{html.escape(split)}: per factor</summary>" + _table(
-                    ["factor", *[f"{p} probe" for p in probes], "MIG", "DCI completeness"], factor_rows)
-                    + "</details>")
-    dis_figs = sorted(figures.glob("disentanglement_*.png"))
-    if dis_rows or dis_figs:
-        parts.append("<h2>Disentanglement</h2>" + (_table(
-            ["split", "matched objects", "DCI D", "DCI C", "DCI I", "MIG", "linear probe", "MLP probe"], dis_rows)
-            if dis_rows else "") + "".join(dis_imgs)
-            + "<p class='note'>Slots matched to objects by Hungarian assignment on mask IoU; probes on held-out "
-              "objects (R² continuous, accuracy categorical, averaged over factors).</p>"
-            + "".join(_file_img(p, log=log) for p in dis_figs))
-
-    # efficiency
-    eff_rows = []
-    if test.get("train_steps") and test.get("train_seconds"):
-        eff_rows.append(["training", f"{test['train_steps'] / test['train_seconds']:.2f} steps/s",
-                         f"{test['train_steps']} steps, {test['train_seconds']:.0f} s"])
-    if test.get("eval_seconds") and test.get("num_images"):
-        eff_rows.append(["evaluation", f"{test['num_images'] / test['eval_seconds']:.1f} images/s",
-                         f"{test['num_images']} images, {test['eval_seconds']:.1f} s"])
-    for path in sorted(run_dir.rglob("efficiency.json")):
-        summary = (_read_json(path) or {}).get("summary")
-        if summary:
-            eff_rows.append([str(path.relative_to(run_dir)), "", json.dumps(summary)[:300]])
-    if eff_rows:
-        parts.append("<h2>Efficiency</h2>" + _table(["what", "rate", "detail"], eff_rows))
-
-    # config and environment
-    cfg_html = "<h2>Configuration and environment</h2>"
-    if env:
-        cfg_html += _table(["key", "value"], [[k, str(v)] for k, v in sorted(env.items())])
-    if config_text:
-        cfg_html += f"<details open><summary>config.yaml</summary><pre>{html.escape(config_text)}</pre></details>"
-    parts.append(cfg_html)
-
+    parts = [_header_section(config, run_dir, test), _metrics_section(metrics), _health_section(history),
+             _ood_section(metrics, test), _curves_section(history, scalars), _figures_section(figures, log),
+             _disentanglement_section(metrics, figures, log), _efficiency_section(test, run_dir),
+             _config_section(env, config_text)]
+    parts = [part for part in parts if part]
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(str(name))} – scenedecomp report</title><style>{_STYLE}</style></head><body>"
@@ -456,8 +432,3 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     from ..safeio import atomic_write_text
 
     return atomic_write_text(target, page)
-
-
-# ----------------------------------------------------------------------------------------------- command
-
-

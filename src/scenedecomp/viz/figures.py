@@ -139,3 +139,63 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
         return atomic_write_bytes(path, writer=lambda fh: fig.savefig(fh, dpi=dpi, format="png"))
     finally:
         plt.close(fig)
+
+
+def loss_curves_figure(scalars: dict[str, list[tuple[int, float]]]) -> Figure | None:
+    """The training loss terms and the learning rate against the step, one panel each (TensorBoard scalars
+    ``{tag: [(step, value), ...]}``); None when there are none."""
+    tags = [t for t in sorted(scalars) if t.startswith("train/") or t.startswith("lr")]
+    tags = [t for t in tags if len(scalars[t]) >= 1]
+    if not tags:
+        return None
+    cols = min(3, len(tags))
+    rows = (len(tags) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.4 * rows), squeeze=False)
+    for ax, tag in zip(axes.flat, tags):
+        steps, values = zip(*scalars[tag])
+        ax.plot(steps, values, lw=1)
+        ax.set_title(tag, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("step", fontsize=7)
+    for ax in list(axes.flat)[len(tags):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def validation_figure(history: list[dict], scalars: dict[str, list[tuple[int, float]]]) -> Figure | None:
+    """The validation metrics and the validation loss against the step, from ``history.jsonl`` rows (else
+    the TensorBoard ``val/*`` scalars); None when there are none."""
+    keys = ("fg_ari", "ari", "msc", "sc", "decoded_fg_ari", "decoded_msc", "count_accuracy")
+    series = {}
+    if history:
+        for key in keys:
+            points = [(row["step"], row[key]) for row in history if row.get(key) is not None]
+            if points:
+                series[key] = points
+        loss = [(row["step"], row["loss"]) for row in history if row.get("loss") is not None]
+    else:  # fall back to the TensorBoard validation scalars
+        for key in keys:
+            if f"val/{key}" in scalars:
+                series[key] = scalars[f"val/{key}"]
+        loss = scalars.get("val/loss", [])
+    if not series and not loss:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 2.8))
+    for key, points in series.items():
+        steps, values = zip(*points)
+        axes[0].plot(steps, values, marker="o", ms=3, label=key)
+    axes[0].set_ylim(0, 1)
+    axes[0].set_title("validation metrics", fontsize=8)
+    axes[0].legend(fontsize=7)
+    if loss:
+        steps, values = zip(*loss)
+        axes[1].plot(steps, values, marker="o", ms=3)
+    axes[1].set_title("validation loss", fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("step", fontsize=7)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
