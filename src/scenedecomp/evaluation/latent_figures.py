@@ -52,7 +52,7 @@ def write_traversals(path: str | os.PathLike, out_dir: str | os.PathLike, split:
     if image is None or str(image).lstrip("-").isdigit() or sigma == "data":
         dataset = open_split(cfg, split)
     value_range = None
-    is_vae = hasattr(model, "component")
+    is_vae = model.latent_decoder == "slot_vae"
     if sigma == "data":
         if not is_vae:
             sigma = "prior"  # AIR reports no posterior scale or decoded masks: its sweep is the prior's
@@ -113,7 +113,7 @@ def write_samples(path: str | os.PathLike, out_dir: str | os.PathLike, split: st
     run_dir, ckpt, cfg = find_run(path)
     loaded = load_weights(ckpt, cfg, run_dir)
     model = loaded.model
-    if not hasattr(model, "component"):
+    if model.latent_decoder != "slot_vae":
         raise RunError(f"samples: {cfg.model.name} has no component VAE to decode slot latents with")
     k = loaded.num_slots(num_slots) or loaded.config.model.eval_num_slots
     dataset = open_split(cfg, split)

@@ -304,6 +304,7 @@ class AIR(SceneModelBase):
 
     # parameters that only training uses (the REINFORCE baseline): a model folder may leave them out
     training_only_prefixes = ("baseline.",)
+    latent_decoder = "glimpse"  # decode(z_what): a step's patch (traversals of z_what)
 
     def __init__(self, cfg: AIRConfig, in_channels: int = 1, image_size: int | tuple[int, int] = 50):
         super().__init__()

@@ -190,6 +190,8 @@ class MONet(SceneModelBase):
             self.register_buffer("geco_lambda", torch.tensor(1.0))
             self.register_buffer("geco_mse_ema", torch.tensor(float("nan")))
 
+    latent_decoder = "slot_vae"  # the component VAE decodes each slot's latent (traversals, slot swaps)
+
     @property
     def adjustable_num_slots(self) -> bool:
         """The recurrent attention takes any K at inference; a one-pass attention (RN50/RN50*) predicts a

@@ -23,12 +23,16 @@ class SceneModel(Protocol):
       ``num_slots`` may ask for another K at inference (False: only the trained K);
     - ``set_step(step)``: told the global training step before each training step (annealing, warm-ups);
     - ``parameter_groups(lr)``: the optimiser's parameter groups;
-    - ``training_only_prefixes``: state-dict prefixes that only training uses (left out of model folders).
+    - ``training_only_prefixes``: state-dict prefixes that only training uses (left out of model folders);
+    - ``latent_decoder``: what decodes the latents for traversals and slot swaps: ``"slot_vae"`` (MONet's
+      component VAE, ``model.component.decode`` on one slot's latent), ``"glimpse"`` (AIR's ``decode`` of a
+      step's ``z_what``) or ``"none"``.
     """
 
     num_slots: int
     adjustable_num_slots: bool
     training_only_prefixes: tuple[str, ...]
+    latent_decoder: str
 
     def __call__(self, image: Tensor, num_slots: int | None = None) -> ModelOutput: ...
 
@@ -39,10 +43,11 @@ class SceneModel(Protocol):
 
 class SceneModelBase(nn.Module):
     """The defaults of :class:`SceneModel`: K adjustable, no step hook, one parameter group, nothing
-    training-only. Holds no parameters or buffers (a model's state dict is its own)."""
+    training-only, no latent decoder. Holds no parameters or buffers (a model's state dict is its own)."""
 
     adjustable_num_slots: bool = True
     training_only_prefixes: tuple[str, ...] = ()
+    latent_decoder: str = "none"
 
     def set_step(self, step: int) -> None:
         """Global training step; the default ignores it."""

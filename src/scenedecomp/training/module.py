@@ -49,6 +49,8 @@ class SceneDecompModule(L.LightningModule):
         self._val_metrics: dict[str, list[torch.Tensor]] = {}
         self._val_health: dict[str, list[torch.Tensor]] = {}
         self.health: dict | None = None  # the last validation's health report (metrics/health.py)
+        # the divergence guard (training/divergence.py) that train() runs with: it judges a non-finite loss
+        self.divergence_guard = None
 
     @classmethod
     def from_config(cls, cfg: RunConfig, in_channels: int, image_size: int, background_labels=(0,)):
@@ -71,7 +73,7 @@ class SceneDecompModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         self.model.set_step(self.global_step)
         out = self(batch["image"])
-        guard = getattr(self, "divergence_guard", None)  # training/divergence.py, attached by train.train
+        guard = self.divergence_guard
         if guard is not None and guard.check_loss(self, out):
             return None  # trainer.skip_nonfinite_steps: this step makes no update
         if not torch.isfinite(out.loss):

@@ -57,7 +57,7 @@ def largest_foreground_slot(out: ModelOutput, index: int = 0) -> int:
 
 
 def _is_air(model) -> bool:
-    return hasattr(model, "what_dim") and hasattr(model, "decode") and not hasattr(model, "component")
+    return model.latent_decoder == "glimpse"
 
 
 def _sweep(mu: torch.Tensor, logvar: torch.Tensor, sigma: str, steps: int, span: float,
@@ -103,7 +103,7 @@ def choose_traversal(model, images: torch.Tensor, num_slots: int | None = None, 
     model.eval()
     out = model(images, num_slots)
     logvar = out.extras.get("latent_logvar")
-    if logvar is None or not hasattr(model, "component"):
+    if logvar is None or model.latent_decoder != "slot_vae":
         return 0, largest_foreground_slot(out)
     best, choice = -1.0, (0, largest_foreground_slot(out))
     for i in range(images.shape[0]):
