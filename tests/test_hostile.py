@@ -825,10 +825,15 @@ def test_cache_variable_naming_a_file(env, tmp_path, capsys, monkeypatch):
 
 
 def test_air_evaluate_with_two_slots(air_run, tmp_path, capsys):
-    """AIR takes any K >= 2 at inference (K - 1 steps), as decompose does: one shared rule, no traceback."""
-    capsys.readouterr()
-    assert main(["evaluate", air_run, "--num-slots", "2", "--out", tmp_path / "m.json", "--quiet"]) == 0
-    assert json.loads((tmp_path / "m.json").read_text())["num_slots"] == 2
+    """AIR keeps its trained K at inference (the one rule, as for a one-pass attention): another K is refused
+    with one line by evaluate and decompose; its own K is accepted."""
+    refused(capsys, ["evaluate", air_run, "--num-slots", "2", "--out", tmp_path / "m.json"],
+            "K at inference (num_slots) 2: this model was trained with a fixed K=4", absent=[tmp_path / "m.json"])
+    Image.new("RGB", (24, 24), (10, 200, 30)).save(tmp_path / "g.png")
+    refused(capsys, ["decompose", tmp_path / "g.png", "--run", air_run, "--out", tmp_path / "d", "--num-slots", "3"],
+            "fixed K=4", absent=[tmp_path / "d"])
+    assert main(["evaluate", air_run, "--num-slots", "4", "--out", tmp_path / "m.json", "--quiet"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["num_slots"] == 4
     refused(capsys, ["evaluate", air_run, "--num-slots", "1000", "--out", tmp_path / "n.json"], "above the limit",
             absent=[tmp_path / "n.json"])
 

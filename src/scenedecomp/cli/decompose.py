@@ -19,7 +19,7 @@ def add_parsers(subparsers) -> None:
                    help="image files and/or folders (searched recursively)")
     p.add_argument("--run", required=True, help="run directory, .ckpt file, model folder or pretrained:NAME")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--num-slots", type=int, default=None, help="K at inference (recurrent attention, AIR)")
+    p.add_argument("--num-slots", type=int, default=None, help="K at inference (recurrent attention, Slot Attention)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

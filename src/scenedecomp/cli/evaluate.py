@@ -20,7 +20,8 @@ def add_parsers(subparsers) -> None:
                    help="a split, or an out-of-distribution test split of multi_sprites: " + "; ".join(
                        f"{name}: {what}" for name, what in OOD_SPLITS.items()))
     p.add_argument("--num-slots", type=int, default=None, help=(
-        "K at inference (MONet's recurrent attention and AIR; a one-pass ResNet attention keeps its trained K)"))
+        "K at inference (MONet's recurrent attention and Slot Attention; a one-pass ResNet attention and AIR keep "
+        "their trained K)"))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--out", default=None, help="write the metrics JSON here instead")
     p.add_argument("--json", action="store_true", help="print the full metrics JSON")

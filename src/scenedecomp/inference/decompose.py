@@ -278,7 +278,7 @@ def decompose(images, run, *, num_slots: int | None = None, batch_size: int = 64
             or last), a file or directory path, or a list of paths / PIL images.
         run: a run directory, a ``.ckpt`` file, a model folder, ``pretrained:NAME`` or a
             :class:`~scenedecomp.inference.run.LoadedRun` (:func:`scenedecomp.load_run`).
-        num_slots: ``K`` at inference (recurrent attention and AIR; default: the run's).
+        num_slots: ``K`` at inference (recurrent attention and Slot Attention; default: the run's).
         batch_size: images per forward pass.
         progress: show a progress bar (stderr).
         out_dir: if given, also write the per-image files and ``decompositions.npz`` there.

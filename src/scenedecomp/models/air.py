@@ -304,6 +304,7 @@ class AIR(SceneModelBase):
 
     # parameters that only training uses (the REINFORCE baseline): a model folder may leave them out
     training_only_prefixes = ("baseline.",)
+    adjustable_num_slots = False  # at inference AIR keeps the number of steps it was trained with
     latent_decoder = "glimpse"  # decode(z_what): a step's patch (traversals of z_what)
 
     def __init__(self, cfg: AIRConfig, in_channels: int = 1, image_size: int | tuple[int, int] = 50):
