@@ -10,11 +10,13 @@ from scipy.linalg import hadamard
 from scipy.stats import ortho_group
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from scenedecomp.metrics.disentanglement import (
+    MLP_ALPHAS,
     dci,
     disentanglement_metrics,
     match_slots,
@@ -122,8 +124,20 @@ def test_probes_equal_scikit_learn(kind, categorical):
     ours = probe_scores(x[train], y[train], x[test], y[test], categorical, kind, seed=0)
     if kind == "linear":
         head = LogisticRegression(max_iter=2000) if categorical else LinearRegression()
-    else:
-        head = (MLPClassifier if categorical else MLPRegressor)(hidden_layer_sizes=(64,), max_iter=2000, random_state=0)
+    else:  # the L2 weight with the best 3-fold CV score on the training objects, refitted on all of them
+        cls = MLPClassifier if categorical else MLPRegressor
+        folds = KFold(3).split(x[train]) if not categorical else StratifiedKFold(3).split(x[train], y[train])
+        folds = list(folds)
+        def cv(alpha):
+            scores = []
+            for fit, val in folds:
+                m = make_pipeline(StandardScaler(), cls(hidden_layer_sizes=(64,), alpha=alpha, max_iter=2000,
+                                                        random_state=0)).fit(x[train][fit], y[train][fit])
+                pred = m.predict(x[train][val])
+                scores.append(accuracy_score(y[train][val], pred) if categorical else r2_score(y[train][val], pred))
+            return np.mean(scores)
+        best = max(MLP_ALPHAS, key=cv)
+        head = cls(hidden_layer_sizes=(64,), alpha=best, max_iter=2000, random_state=0)
     ref = make_pipeline(StandardScaler(), head).fit(x[train], y[train]).predict(x[test])
     expected = accuracy_score(y[test], ref) if categorical else r2_score(y[test], ref)
     assert ours == pytest.approx(expected, abs=1e-12)
