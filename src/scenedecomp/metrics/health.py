@@ -22,6 +22,10 @@ With ground truth (``mask`` label maps):
 - ``decoded_masks_no_layout`` also fires when decoded MSC is below half the attention's MSC;
 - ``merged_objects``: in at least 30 % of the images with two or more objects, one slot holds the
   majority of two or more objects (reported with the share of those merges between similar colours).
+  Only objects that show at least 1 % of the image count (``MIN_OBJECT_SHARE``): a sliver of an occluded
+  sprite given to its occluder's slot is a merge by the letter but not a failure (a model at held-out
+  FG-ARI 0.90 on 32x32 sprites merged 29 % of its multi-object validation images counting every visible
+  pixel, 23 % counting objects of 10 pixels or more).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ BACKGROUND_SPLIT = 0.90
 DECODED_AGREEMENT = 0.25
 DECODED_MSC_RATIO = 0.5
 MERGED_IMAGES = 0.30
+MIN_OBJECT_SHARE = 0.01  # objects smaller than this share of the image are not counted as merged
 SIMILAR_COLOUR = 0.15  # RMS difference of two objects' mean RGB colours, in [0, 1] units
 MIN_IMAGES = 8
 
@@ -127,7 +132,7 @@ def _truth_statistics(labels: Tensor, k: int, true_masks: Tensor, image: Tensor 
     bg_pixels = overlap[:, is_bg].sum(1)  # [B,K] background pixels per slot
     bg_total = bg_pixels.sum(1)
     stats["background_top_share"] = torch.where(bg_total > 0, bg_pixels.max(1).values / bg_total.clamp_min(1), nan)
-    objects = present & ~is_bg  # [B,L]
+    objects = (counts >= max(1.0, MIN_OBJECT_SHARE * hw)) & ~is_bg  # [B,L] the objects large enough to count
     owner = overlap.argmax(2)  # [B,L] the slot holding the majority of each segment
     same = (owner[:, :, None] == owner[:, None, :]) & objects[:, :, None] & objects[:, None, :]
     same &= ~torch.eye(n, dtype=torch.bool, device=same.device)
