@@ -55,9 +55,12 @@ ADVICE = {
                     "model.air.z_pres_prob; MONet: more steps or the monet-demo recipe (GECO)",
     "background_split": "try model.component.detach_mask_input=true (as monet-demo does), or more steps",
     "decoded_masks_no_layout": "the latents hold colour, not position: try model.loss.gamma_decoder=20 and, "
-                               "with GECO, model.loss.geco_scope=component (as monet-demo does), or more steps",
+                               "with GECO, model.loss.geco_scope=component and model.loss.geco_min_weight=8 "
+                               "(as monet-demo does), or more steps",
     "merged_objects": "try more steps or more slots (model.num_slots); objects of one colour in one slot mean the "
-                      "masks follow colour: a lower GECO cap (model.loss.geco_max_weight); AIR: another seed",
+                      "masks follow colour: a lower GECO cap (model.loss.geco_max_weight); a GECO lambda that fell "
+                      "low lets the attention follow the decoded masks: model.loss.geco_min_weight (monet-demo: 8); "
+                      "AIR: another seed",
 }
 
 
