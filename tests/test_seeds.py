@@ -11,7 +11,8 @@ from test_cli import TINY
 from scenedecomp.cli import main
 from scenedecomp.cli.seeds import parse_seeds
 from scenedecomp.config import ConfigError
-from scenedecomp.training.seeds import criterion_for, summarize
+from scenedecomp.training import seeds as seeds_module
+from scenedecomp.training.seeds import criterion_for, probe_scalars, summarize
 
 
 def test_parse_seeds():
@@ -108,3 +109,42 @@ def test_a_seed_whose_training_fails_is_recorded_and_counted(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_failed"] == 1 and summary["errors"] == [0] and summary["metrics"] == {}
     assert "seed 0: error" in capsys.readouterr().out
+
+
+def _probes(x: float) -> dict:
+    return {"dci_disentanglement": 0.4, "mig": 0.02, "importance": [[0.1]], "factor_names": ["x", "shape"],
+            "informativeness": {"mlp": {"x": x, "shape": 0.5}, "linear": {"x": x - 0.1, "shape": 0.4}}}
+
+
+def test_probe_scalars_flattens_the_disentanglement_result():
+    flat = probe_scalars(_probes(0.9))
+    assert flat == {"dci_disentanglement": 0.4, "mig": 0.02, "probe_mlp_x": 0.9, "probe_mlp_shape": 0.5,
+                    "probe_linear_x": pytest.approx(0.8), "probe_linear_shape": 0.4}
+    assert probe_scalars(None) == {}
+
+
+def test_collect_rebuilds_the_table_from_existing_runs_without_training(tmp_path, capsys, monkeypatch):
+    runs, out = tmp_path / "runs", tmp_path / "table"
+    for seed, (fg_ari, x) in enumerate([(0.9, 0.95), (0.4, 0.85)]):
+        (runs / f"seed{seed}").mkdir(parents=True)
+        metrics = {"fg_ari": fg_ari, "mse": 0.001, "train_steps": 100, "disentanglement": _probes(x)}
+        (runs / f"seed{seed}" / "metrics.json").write_text(json.dumps(metrics))
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("collect must not start a process when every run has its probes")
+
+    monkeypatch.setattr(seeds_module.subprocess, "run", no_subprocess)
+    code = main(["seeds", "monet-demo", "--collect", "--disentanglement", "--seeds", "0-1", "--out", str(out),
+                 "--runs-dir", str(runs)])
+    assert code == 0, capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_failed"] == 1 and summary["failed_seeds"] == [1]
+    assert summary["metrics"]["probe_mlp_x"]["mean"] == pytest.approx(0.9)
+    assert summary["metrics"]["probe_mlp_x"]["std"] == pytest.approx(statistics.stdev([0.95, 0.85]))
+    assert json.loads((out / "seed0.json").read_text())["metrics"]["probe_linear_shape"] == 0.4
+    # a seed that was never trained cannot be collected: one line, nothing written
+    code = main(["seeds", "monet-demo", "--collect", "--seeds", "0-2", "--out", str(tmp_path / "t2"),
+                 "--runs-dir", str(runs)])
+    err = capsys.readouterr().err
+    assert code == 2 and "seed2" in err and "no such run directory" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t2").exists()

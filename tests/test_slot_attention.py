@@ -114,6 +114,32 @@ def test_gradients_reach_every_parameter():
     assert missing == []
 
 
+@pytest.mark.parametrize("implicit", [False, True])
+def test_learned_initial_slots_are_trained_and_fix_k(implicit):
+    model = tiny_sa(["model.slot_attention.slot_init=learned",
+                     f"model.slot_attention.implicit_differentiation={str(implicit).lower()}"])
+    assert fixed_num_slots(model) == 3  # evaluate / decompose refuse another --num-slots
+    assert not hasattr(model.slot_attention, "slots_mu")  # no unused Gaussian parameters
+    model(_images()).loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []  # with implicit differentiation through the straight-through estimate
+    model.eval()
+    with torch.no_grad():
+        a, b = model(_images()), model(_images())
+        init = model.slot_attention.initial_slots(2, 3)
+        explicit = model(_images(), slots=init)
+    torch.testing.assert_close(init, model.slot_attention.queries.expand(2, -1, -1))
+    torch.testing.assert_close(a.latents, b.latents)  # no sampling noise
+    torch.testing.assert_close(a.latents, explicit.latents)
+    with pytest.raises(ValueError, match="trained K = 3 only, not 5"):
+        model(_images(), 5)
+
+
+def test_an_unknown_slot_init_is_refused():
+    with pytest.raises(ValueError, match="slot_init must be gaussian or learned"):
+        tiny_sa(["model.slot_attention.slot_init=kmeans"])
+
+
 @pytest.mark.parametrize("broadcast", [None, 4])
 def test_closed_form_first_decoder_layer_equals_the_tiled_conv(broadcast):
     cfg = SlotAttentionConfig(decoder_channels=[6, 5], decoder_kernel=5, decoder_broadcast=broadcast)

@@ -26,6 +26,10 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--metric", default=None, help="failure criterion's metric (default by model, see above)")
     p.add_argument("--fail-below", type=float, default=None, help="failure criterion's threshold")
     p.add_argument("--overwrite", action="store_true", help="replace existing run directories")
+    p.add_argument("--disentanglement", action="store_true",
+                   help="also score each seed's latents (evaluate --disentanglement): probe R2 per factor, DCI, MIG")
+    p.add_argument("--collect", action="store_true",
+                   help="train nothing: rebuild the table from the existing run directories")
     p.set_defaults(func=run)
 
 
@@ -40,7 +44,8 @@ def run(args) -> int:
         criterion = (args.metric or default[0], default[1] if args.fail_below is None else args.fail_below)
     summary = run_seeds(args.preset, seeds, args.out, args.overrides, runs_dir=args.runs_dir,
                         parallel=args.parallel, threads=args.threads, criterion=criterion,
-                        overwrite=args.overwrite, report=lambda record: print(format_record(record), flush=True))
+                        overwrite=args.overwrite, disentanglement=args.disentanglement, collect=args.collect,
+                        report=lambda record: print(format_record(record), flush=True))
     print(format_summary(summary))
     print(f"seed table written to {Path(args.out) / 'summary.json'}")
     return 1 if summary["errors"] else 0

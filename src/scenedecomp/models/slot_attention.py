@@ -29,6 +29,12 @@ Options:
   one iteration only (constant memory in the number of iterations). The object-centric-learning
   framework runs ``iterations`` updates and then one more from the detached slots: set ``iterations``
   one higher to match it.
+- ``slot_init``: ``gaussian`` (the paper) samples the initial slots from one learned Gaussian shared by all
+  slots, so K can change at inference. ``learned`` starts from K learned vectors instead (the learnable
+  queries of BO-QSA, Jia et al. 2023): the slots differ from the first step, so they need not break their
+  symmetry through the sampling noise; the model then runs with its trained K only. With
+  ``implicit_differentiation`` the last iteration starts from ``slots.detach() + queries - queries.detach()``
+  (BO-QSA's straight-through estimate), so the queries still receive a gradient.
 - ``decoder_broadcast``: the broadcast resolution. ``None`` broadcasts at the image resolution and the
   decoder convs keep it (the object-centric library's decoder for 64x64 and smaller); a smaller ``r``
   (8 for the published 128x128 decoder) makes the first ``log2(H / r)`` decoder layers stride-2
@@ -60,6 +66,7 @@ class SlotAttentionConfig:
     mlp_hidden: int = 128  # the slot update MLP: D -> mlp_hidden -> D
     eps: float = 1e-8  # added to the attention before the weighted mean
     implicit_differentiation: bool = False  # gradients through the last iteration only (module docstring)
+    slot_init: str = "gaussian"  # "gaussian" (the paper: any K) or "learned" (K learned queries, the trained K only)
     encoder_channels: list[int] = field(default_factory=lambda: [32, 32, 32, 32])
     encoder_strides: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
     encoder_kernel: int = 5
@@ -100,14 +107,12 @@ class SlotAttentionModule(nn.Module):
     """The iterative slot attention module: ``inputs [B,N,C] -> slots [B,K,D]``."""
 
     def __init__(self, input_dim: int, slot_dim: int, mlp_hidden: int, iterations: int, eps: float,
-                 implicit_differentiation: bool, layer_norm_eps: float):
+                 implicit_differentiation: bool, layer_norm_eps: float, learned_slots: int | None = None):
         super().__init__()
         self.slot_dim = slot_dim
         self.iterations = iterations
         self.eps = eps
         self.implicit_differentiation = implicit_differentiation
-        self.slots_mu = nn.Parameter(torch.empty(1, 1, slot_dim))
-        self.slots_log_sigma = nn.Parameter(torch.empty(1, 1, slot_dim))
         self.norm_inputs = nn.LayerNorm(input_dim, eps=layer_norm_eps)
         self.norm_slots = nn.LayerNorm(slot_dim, eps=layer_norm_eps)
         self.norm_mlp = nn.LayerNorm(slot_dim, eps=layer_norm_eps)
@@ -117,12 +122,25 @@ class SlotAttentionModule(nn.Module):
         self.gru = nn.GRUCell(slot_dim, slot_dim)
         self.mlp = nn.Sequential(nn.Linear(slot_dim, mlp_hidden), nn.ReLU(inplace=True),
                                  nn.Linear(mlp_hidden, slot_dim))
-        bound = math.sqrt(6.0 / (1 + slot_dim))  # Keras' glorot_uniform of a [1, 1, D] weight
-        nn.init.uniform_(self.slots_mu, -bound, bound)
-        nn.init.uniform_(self.slots_log_sigma, -bound, bound)
+        self.queries = None
+        if learned_slots is None:  # one Gaussian shared by the slots
+            self.slots_mu = nn.Parameter(torch.empty(1, 1, slot_dim))
+            self.slots_log_sigma = nn.Parameter(torch.empty(1, 1, slot_dim))
+            bound = math.sqrt(6.0 / (1 + slot_dim))  # Keras' glorot_uniform of a [1, 1, D] weight
+            nn.init.uniform_(self.slots_mu, -bound, bound)
+            nn.init.uniform_(self.slots_log_sigma, -bound, bound)
+        else:  # BO-QSA's learnable queries, Xavier-uniform as a [K, D] weight
+            self.queries = nn.Parameter(torch.empty(1, learned_slots, slot_dim))
+            nn.init.xavier_uniform_(self.queries[0])
 
     def initial_slots(self, batch: int, num_slots: int, generator: torch.Generator | None = None) -> Tensor:
-        """``[B,K,D]`` samples ``mu + exp(log_sigma) * N(0, 1)`` (the noise from ``generator`` if given)."""
+        """``[B,K,D]`` samples ``mu + exp(log_sigma) * N(0, 1)`` (the noise from ``generator`` if given), or
+        the learned queries when the module has them."""
+        if self.queries is not None:
+            if num_slots != self.queries.shape[1]:
+                raise ValueError(f"Slot Attention with learned initial slots runs with its trained K = "
+                                 f"{self.queries.shape[1]} only, not {num_slots}")
+            return self.queries.expand(batch, -1, -1)
         noise = torch.randn(batch, num_slots, self.slot_dim, device=self.slots_mu.device, dtype=self.slots_mu.dtype,
                             generator=generator)
         return self.slots_mu + self.slots_log_sigma.exp() * noise
@@ -149,6 +167,7 @@ class SlotAttentionModule(nn.Module):
             if not self.training:  # evaluation is deterministic: the same noise at every call
                 generator = torch.Generator(inputs.device).manual_seed(0)
             slots = self.initial_slots(inputs.shape[0], num_slots, generator)
+        init = slots
         attn = None
         for i in range(self.iterations):
             last = i == self.iterations - 1
@@ -158,6 +177,8 @@ class SlotAttentionModule(nn.Module):
             else:
                 if self.implicit_differentiation:
                     slots = slots.detach()
+                    if self.queries is not None:  # straight-through to the learned queries
+                        slots = slots + init - init.detach()
                 slots, attn = self.step(slots, k, v)
         return slots, attn
 
@@ -271,12 +292,16 @@ class SlotAttention(SceneModelBase):
         super().__init__()
         if cfg.iterations < 1:
             raise ValueError("model.slot_attention.iterations must be at least 1")
+        if cfg.slot_init not in ("gaussian", "learned"):
+            raise ValueError(f"model.slot_attention.slot_init must be gaussian or learned, not {cfg.slot_init!r}")
+        self.adjustable_num_slots = cfg.slot_init == "gaussian"
         self.cfg = cfg
         self.num_slots = num_slots
         self.in_channels = in_channels
         self.encoder = Encoder(cfg, in_channels, image_size)
         self.slot_attention = SlotAttentionModule(self.encoder.out_channels, slot_dim, cfg.mlp_hidden, cfg.iterations,
-                                                  cfg.eps, cfg.implicit_differentiation, cfg.layer_norm_eps)
+                                                  cfg.eps, cfg.implicit_differentiation, cfg.layer_norm_eps,
+                                                  num_slots if cfg.slot_init == "learned" else None)
         self.decoder = BroadcastDecoder(cfg, slot_dim, in_channels + 1, image_size)
         self.reset_parameters()
 

@@ -10,6 +10,12 @@ Each seed is a separate ``scenedecomp train`` process (``--parallel`` at a time,
     <out>/summary.json   per metric: mean, std (sample, n - 1), min, max, n; the criterion, the number of
                          failed seeds and which
 
+With ``disentanglement`` each finished seed is also scored by ``scenedecomp evaluate RUN --disentanglement``
+(same threads), and the probes' scalars join its metrics: ``probe_mlp_<factor>`` / ``probe_linear_<factor>``
+(R², accuracy for categorical factors), ``dci_disentanglement``, ``dci_completeness``,
+``dci_informativeness``, ``mig`` and ``matched_iou_mean``. ``collect`` trains nothing: it rebuilds the
+table from run directories that exist (evaluating the probes where asked and still missing).
+
 A seed *fails* when its criterion metric is below the threshold (default: ``count_accuracy < 0.9`` for
 AIR, which predicts counts, and ``fg_ari < 0.5`` for the segmentation models) or when its training did
 not finish (``status: error``; such seeds count as failed and have no metrics).
@@ -65,15 +71,20 @@ def seed_command(preset: str, seed: int, overrides: Sequence[str], runs_dir: Pat
             f"name=seed{seed}", f"trainer.num_threads={threads}"]
 
 
-def _run_one(job: SeedRun, threads: int) -> int:
+def evaluate_command(run_dir: Path) -> list[str]:
+    """The ``scenedecomp evaluate RUN --disentanglement`` command line of a finished seed."""
+    return [sys.executable, "-m", "scenedecomp.cli", "evaluate", str(run_dir), "--disentanglement", "--quiet"]
+
+
+def _run_one(job: SeedRun, threads: int, command: list[str] | None = None, append: bool = False) -> int:
     # the child imports the same scenedecomp as this process (a source checkout or the installed package):
     # the folder that holds the package (this file is scenedecomp/training/seeds.py)
     source = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": path}
     job.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(job.log, "w") as log:
-        return subprocess.run(job.command, stdout=log, stderr=subprocess.STDOUT, env=env,
+    with open(job.log, "a" if append else "w") as log:
+        return subprocess.run(command or job.command, stdout=log, stderr=subprocess.STDOUT, env=env,
                               stdin=subprocess.DEVNULL, check=False).returncode
 
 
@@ -95,6 +106,7 @@ def seed_record(job: SeedRun, returncode: int, preset: str, overrides: Sequence[
     if returncode != 0 or not metrics_file.is_file():
         return {**record, "status": "error", "error": _last_line(job.log), "failed": True}
     metrics = json.loads(metrics_file.read_text())
+    metrics.update(probe_scalars(metrics.get("disentanglement")))
     kept = {k: v for k, v in metrics.items() if k not in _SKIP and not k.startswith("_")
             and (isinstance(v, int | float | dict) and not isinstance(v, bool) or v is None)}
     value = kept.get(metric)
@@ -103,6 +115,20 @@ def seed_record(job: SeedRun, returncode: int, preset: str, overrides: Sequence[
                 "failed": True}
     return {**record, "status": "ok", "metrics": kept, "train_steps": kept.get("train_steps"),
             "train_seconds": kept.get("train_seconds"), "failed": bool(value < threshold)}
+
+
+#: scalars of ``evaluate --disentanglement``'s result copied into a seed's metrics
+_PROBE_SCALARS = ("dci_disentanglement", "dci_completeness", "dci_informativeness", "mig", "matched_iou_mean")
+
+
+def probe_scalars(result: dict | None) -> dict[str, float]:
+    """The per-factor probe scores and the DCI / MIG scalars of a ``disentanglement`` result, flat."""
+    if not isinstance(result, dict):
+        return {}
+    flat = {k: result[k] for k in _PROBE_SCALARS if isinstance(result.get(k), int | float)}
+    for reader, scores in (result.get("informativeness") or {}).items():
+        flat.update({f"probe_{reader}_{factor}": v for factor, v in scores.items() if isinstance(v, int | float)})
+    return flat
 
 
 def _stats(values: list[float]) -> dict:
@@ -138,12 +164,15 @@ def summarize(records: Sequence[dict], criterion: tuple[str, float]) -> dict:
 def run_seeds(preset: str, seeds: Sequence[int], out: str | os.PathLike, overrides: Sequence[str] = (),
               runs_dir: str | os.PathLike | None = None, parallel: int = 2, threads: int = 1,
               criterion: tuple[str, float] | None = None, overwrite: bool = False,
-              report: Callable[[dict], None] | None = None) -> dict:
+              report: Callable[[dict], None] | None = None, disentanglement: bool = False,
+              collect: bool = False) -> dict:
     """Train ``preset`` once per seed (``parallel`` processes at a time) and write the seed table.
 
     The configuration of every seed is checked before anything runs (a bad override is one
     :class:`ConfigError` line). ``runs_dir`` (default ``<out>/runs``) holds the run directories.
-    ``report`` is called with each seed's record as it finishes. Returns the summary.
+    ``report`` is called with each seed's record as it finishes. ``disentanglement``: score each finished
+    seed's latents with ``evaluate --disentanglement`` too. ``collect``: train nothing, rebuild the table
+    from the existing run directories (a missing one is an error). Returns the summary.
     """
     overrides = list(overrides)
     for item in overrides:
@@ -160,14 +189,22 @@ def run_seeds(preset: str, seeds: Sequence[int], out: str | os.PathLike, overrid
     criterion = criterion or criterion_for(cfg.model.name)
     jobs = [SeedRun(s, runs / f"seed{s}", runs / f"seed{s}.log",
                     seed_command(preset, s, overrides, runs, threads, overwrite)) for s in seeds]
-    if not overwrite:
+    if collect:
+        missing = [str(j.run_dir) for j in jobs if not j.run_dir.is_dir()]
+        if missing:
+            raise ConfigError(f"{missing[0]}: no such run directory to collect (train it first, without --collect)")
+    elif not overwrite:
         taken = [str(j.run_dir) for j in jobs if j.run_dir.exists()]
         if taken:
-            raise ConfigError(f"{taken[0]}: run directory already exists; pass --overwrite or another --runs-dir")
+            raise ConfigError(f"{taken[0]}: run directory already exists; pass --overwrite, --collect or "
+                              "another --runs-dir")
     out.mkdir(parents=True, exist_ok=True)
 
     def work(job: SeedRun) -> dict:
-        record = seed_record(job, _run_one(job, threads), preset, overrides, criterion)
+        returncode = 0 if collect else _run_one(job, threads)
+        if returncode == 0 and disentanglement and not _has_probes(job.run_dir):
+            returncode = _run_one(job, threads, evaluate_command(job.run_dir), append=True)
+        record = seed_record(job, returncode, preset, overrides, criterion)
         write_json(out / f"seed{job.seed}.json", record)
         if report is not None:
             report(record)
@@ -178,6 +215,13 @@ def run_seeds(preset: str, seeds: Sequence[int], out: str | os.PathLike, overrid
     summary = summarize(records, criterion)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _has_probes(run_dir: Path) -> bool:
+    try:
+        return "disentanglement" in json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def format_record(record: dict) -> str:
