@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).parent.parent / "benchmarks" / "plot_curves.py"
-
-
-def _plot_curves():
-    spec = importlib.util.spec_from_file_location("plot_curves", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def _run(folder: Path, fg_ari: list[float]) -> Path:
@@ -27,8 +17,8 @@ def _run(folder: Path, fg_ari: list[float]) -> Path:
     return folder
 
 
-def test_curves_round_trip_through_json(tmp_path):
-    main = _plot_curves()
+def test_curves_round_trip_through_json(tmp_path, benchmark_script):
+    main = benchmark_script("plot_curves")
     a, b = _run(tmp_path / "a", [0.1, 0.3]), _run(tmp_path / "b", [0.2, 0.25, 0.4])
     first = tmp_path / "first.json"
     assert main([str(a), str(b), "--labels", "A s0,A s1", "--out", str(tmp_path / "1.png"), "--json", str(first)]) == 0
