@@ -117,6 +117,8 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     cut_history = {json.loads(line)["step"]: json.loads(line) for line in (cut / "history.jsonl").open()}
     assert set(cut_history) == set(history) == {4, 8, 12}
     assert cut_history[12]["fg_ari"] == history[12]["fg_ari"] and cut_history[12]["mse"] == history[12]["mse"]
+    # the clock continues across the resumes (the rows of steps 8 and 12 come from resumed processes)
+    assert cut_history[4]["seconds"] < cut_history[8]["seconds"] < cut_history[12]["seconds"]
     print(f"kill/resume test: {time.perf_counter() - start:.0f} s")
 
 
@@ -162,3 +164,25 @@ def test_kills_at_random_moments_lose_nothing(tmp_path):
     for key, value in ref_state["state_dict"].items():
         assert torch.equal(value, cut_state["state_dict"][key]), (key, seed, kills)
     print(f"random kills (seed {seed}) after checkpoints at steps {kills}")
+
+
+def test_history_clock_continues_from_the_checkpoint_state(tmp_path):
+    from types import SimpleNamespace
+
+    from scenedecomp.training.callbacks import HistoryCallback
+
+    trainer = SimpleNamespace(global_step=4, sanity_checking=False, is_global_zero=True, world_size=1,
+                              callback_metrics={})
+    first = HistoryCallback(tmp_path / "history.jsonl", batch_size=8)
+    first.on_fit_start(trainer, None)
+    time.sleep(0.05)
+    state = first.state_dict()  # what Lightning stores in the checkpoint
+    assert state["seconds"] >= 0.05
+    resumed = HistoryCallback(tmp_path / "history.jsonl", batch_size=8)
+    resumed.load_state_dict(state)
+    resumed.on_fit_start(trainer, None)
+    trainer.global_step = 8
+    resumed.on_validation_start(trainer, None)
+    resumed.on_validation_end(trainer, SimpleNamespace())
+    row = json.loads((tmp_path / "history.jsonl").read_text().splitlines()[-1])
+    assert row["step"] == 8 and row["seconds"] >= round(state["seconds"], 2)

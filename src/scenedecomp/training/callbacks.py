@@ -14,8 +14,9 @@ class HistoryCallback(L.Callback):
     """Appends ``{step, seconds, images_per_s, <val metrics>}`` to ``<run_dir>/history.jsonl`` after each
     validation.
 
-    ``seconds`` is training wall-clock since the start of ``fit`` (validation time included), so the
-    file is the metric-vs-time curve of the run. ``images_per_s`` is the training throughput since the
+    ``seconds`` is training wall-clock since the start of the run (validation time included), so the
+    file is the metric-vs-time curve of the run; a resumed run continues the clock from its checkpoint
+    (the callback's state in the checkpoint). ``images_per_s`` is the training throughput since the
     previous row (training images over wall-clock, validation time excluded).
     """
 
@@ -26,11 +27,22 @@ class HistoryCallback(L.Callback):
         self._mark: tuple[int, float] | None = None  # (step, clock) at the end of the last validation
         self._val_seconds = 0.0
         self._val_start = 0.0
+        self.offset = 0.0  # seconds of the run before this process (restored from a checkpoint)
 
     def on_fit_start(self, trainer, pl_module):
         self.start = time.perf_counter()
         self._mark = (trainer.global_step, self.start)
         # a resumed run continues the same file
+
+    def seconds(self) -> float:
+        """Training wall-clock of the run so far (0 before ``fit`` starts)."""
+        return self.offset + (time.perf_counter() - self.start if self.start is not None else 0.0)
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.offset = float(state_dict.get("seconds", 0.0))
 
     def on_validation_start(self, trainer, pl_module):
         self._val_start = time.perf_counter()
@@ -39,7 +51,7 @@ class HistoryCallback(L.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         now = time.perf_counter()
-        row = {"step": trainer.global_step, "seconds": round(now - self.start, 2)}
+        row = {"step": trainer.global_step, "seconds": round(self.offset + now - self.start, 2)}
         step0, clock0 = self._mark
         train_seconds = (self._val_start or now) - clock0
         if trainer.global_step > step0 and train_seconds > 0:

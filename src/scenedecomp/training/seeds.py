@@ -40,8 +40,9 @@ from ..safeio import write_json
 #: the default failure criterion per model name: (metric, threshold); a seed fails when metric < threshold
 CRITERIA: dict[str, tuple[str, float]] = {"air": ("count_accuracy", 0.9)}
 DEFAULT_CRITERION: tuple[str, float] = ("fg_ari", 0.5)
-#: metrics.json keys copied into the per-seed JSON (those present; ``train_*`` from training)
-_SKIP = {"split", "checkpoint", "eval_seconds", "precision"}
+#: metrics.json keys not copied into the per-seed JSON (the probes' full result stays in the run's
+#: metrics.json; its scalars are copied flat, see :func:`probe_scalars`)
+_SKIP = {"split", "checkpoint", "eval_seconds", "precision", "disentanglement"}
 #: metrics.json keys about one run's images (spreads, counts), not summarised across seeds
 _WITHIN_RUN = ("_std", "_count", "num_slots")
 #: keys the seed command sets itself; an override naming one is refused
