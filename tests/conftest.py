@@ -20,15 +20,15 @@ def one_thread():
 
 @pytest.fixture
 def benchmark_script():
-    """Loads ``benchmarks/<name>.py`` (the scripts are not a package) and returns its ``main``."""
+    """Loads ``benchmarks/<name>.py`` (the scripts are not a package) and returns its ``main`` (or ``attr``)."""
     import importlib.util
     from pathlib import Path
 
-    def load(name: str):
+    def load(name: str, attr: str = "main"):
         path = Path(__file__).parent.parent / "benchmarks" / f"{name}.py"
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        return module.main
+        return getattr(module, attr)
 
     return load
