@@ -7,13 +7,12 @@ same probes (:func:`scenedecomp.metrics.disentanglement.disentanglement_metrics`
 * ``ground truth``: hand-made features of each object's **ground-truth visible mask** and pixels, as codes:
   centroid, square root of the area, bounding box, second moments and the mean colour under the mask. A
   latent cannot be expected to beat what the visible pixels say (occluded sprites lose area and shape);
-* ``attention masks`` (with ``--run``): the same features from the run's own segmentation (argmax of its
-  masks), matched to the objects as the latents are: what the segmentation alone carries;
-* ``latents`` (with ``--run``): the run's matched slot latents, i.e. what ``evaluate --disentanglement``
-  reports.
+* ``attention masks``: the same features from the run's own segmentation (argmax of its masks), matched to
+  the objects as the latents are: what the segmentation alone carries;
+* ``latents``: the run's matched slot latents, i.e. what ``evaluate --disentanglement`` reports (scored
+  here with object split seed 0 in every row, where ``evaluate`` uses the run's seed).
 
-    python benchmarks/probe_ceiling.py --config monet-demo --out benchmarks/results/probe_ceiling.json
-    python benchmarks/probe_ceiling.py --run runs/monet-demo --out ...    # the three rows for one run
+    python benchmarks/probe_ceiling.py --run runs/monet-demo --out pc.json   # the three rows for one run
     python benchmarks/probe_ceiling.py --summarize A.json B.json ...      # mean +- std over runs (seeds)
 
 One JSON object with one entry per row: the MLP and linear probes' held-out scores per factor and the
@@ -27,10 +26,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from scenedecomp.config import load_config
-from scenedecomp.inference.loaders import make_loader, open_split
-from scenedecomp.metrics.disentanglement import disentanglement_metrics, matched_samples
 
 ROWS = ("ground truth", "attention masks", "latents")
 FEATURES = ["cx", "cy", "sqrt_area", "bbox_w", "bbox_h", "var_x", "var_y", "cov_xy", "r", "g", "b"]
@@ -56,11 +51,6 @@ def object_features(image: np.ndarray, labels: np.ndarray, num_labels: int) -> n
     return out
 
 
-def scores(result: dict) -> dict:
-    keep = ("informativeness", "num_objects", "dci_disentanglement", "mig")
-    return {key: result[key] for key in keep}
-
-
 def summarize(paths: list[str]) -> None:
     """Markdown rows: per row of the reports, the MLP probe's mean +- sample std over the files."""
     reports = [json.loads(Path(path).read_text()) for path in paths]
@@ -81,70 +71,43 @@ def summarize(paths: list[str]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--summarize", nargs="+", metavar="JSON", help="print the mean +- std of earlier outputs")
-    p.add_argument("--config", default="monet-demo", help="preset whose test split is scored (without --run)")
-    p.add_argument("--run", help="a trained run: adds its attention-mask features and its latents")
+    p.add_argument("--run", help="a trained run (folder or checkpoint)")
     p.add_argument("--split", default="test")
     p.add_argument("--out")
     args = p.parse_args()
     if args.summarize:
         summarize(args.summarize)
         return
-    if not args.out:
-        p.error("--out is required")
+    if not (args.run and args.out):
+        p.error("--run and --out are required (or --summarize)")
 
-    loaded = None
-    if args.run:
-        from scenedecomp.inference.run import find_run, load_weights
+    from scenedecomp.evaluation.latents import collect, score_codes
+    from scenedecomp.inference.loaders import make_loader, open_split
+    from scenedecomp.inference.run import find_run, load_weights
 
-        run_dir, ckpt, cfg = find_run(args.run)
-        loaded = load_weights(ckpt, cfg, run_dir)
-        loaded.model.eval()
-    else:
-        cfg = load_config(args.config)
+    run_dir, ckpt, cfg = find_run(args.run)
+    loaded = load_weights(ckpt, cfg, run_dir)
     dataset = open_split(cfg, args.split)
-    images, true, pred, latents, factors, vis = [], [], [], [], {}, []
-    import torch
-
-    with torch.no_grad():
-        for batch in make_loader(cfg, dataset, train=False):
-            images.append(batch["image"].numpy())
-            true.append(batch["mask"].numpy())
-            vis.append(batch["visibility"].numpy())
-            for name, value in batch["factors"].items():
-                factors.setdefault(name, []).append(value.numpy())
-            if loaded is not None:
-                out = loaded.model(batch["image"].to(loaded.device))
-                pred.append(out.predicted_labels().cpu().numpy())
-                latents.append(out.latents.float().cpu().numpy())
-    images, true, vis = np.concatenate(images), np.concatenate(true), np.concatenate(vis)
-    factors = {name: np.concatenate(value) for name, value in factors.items()}
-    first = getattr(dataset, "factor_first_label", 1)
-    background = tuple(getattr(dataset, "background_labels", (0,)))
+    data = collect(loaded, make_loader(cfg, dataset, train=False), images=True)
 
     def row(codes_per_slot: np.ndarray, labels: np.ndarray) -> dict:
-        codes, matched, iou = matched_samples(codes_per_slot, labels, true, factors, vis, first_label=first,
-                                              background_labels=background)
-        result = scores(disentanglement_metrics(codes, matched))
-        result["matched_iou_mean"] = float(iou.mean())
-        return result
+        result = score_codes(codes_per_slot, labels, data, dataset, seed=0)  # one object split for every row
+        return {key: result[key] for key in ("informativeness", "num_objects", "dci_disentanglement", "mig",
+                                             "matched_iou_mean")}
 
-    num_true = int(true.max()) + 1
-    gt_codes = np.stack([object_features(im, lab, num_true) for im, lab in zip(images, true)])
-    report = {"split": args.split, "data": cfg.data.name, "image_size": cfg.data.image_size,
-              "features": FEATURES, "rows": {"ground truth": row(gt_codes, true)}}
-    if loaded is not None:
-        pred = np.concatenate(pred)
-        k = int(pred.max()) + 1
-        att_codes = np.stack([object_features(im, lab, k) for im, lab in zip(images, pred)])
-        report["run"] = cfg.name
-        report["rows"]["attention masks"] = row(att_codes, pred)
-        report["rows"]["latents"] = row(np.concatenate(latents), pred)
+    def features(labels: np.ndarray) -> np.ndarray:
+        k = int(labels.max()) + 1
+        return np.stack([object_features(im, lab, k) for im, lab in zip(data["image"], labels)])
+
+    report = {"split": args.split, "data": cfg.data.name, "image_size": cfg.data.image_size, "run": cfg.name,
+              "features": FEATURES, "rows": {"ground truth": row(features(data["true"]), data["true"]),
+                                             "attention masks": row(features(data["pred"]), data["pred"]),
+                                             "latents": row(data["latents"], data["pred"])}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
     for name, r in report["rows"].items():
         mlp = r["informativeness"]["mlp"]
         print(f"{name:16s} objects {r['num_objects']:5d} " + " ".join(f"{f} {v:.3f}" for f, v in mlp.items()))
-
 
 if __name__ == "__main__":
     main()

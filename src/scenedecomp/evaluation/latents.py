@@ -18,11 +18,12 @@ class DisentanglementError(BadInput, ValueError):
 
 
 @torch.no_grad()
-def collect(loaded, loader: DataLoader, num_slots: int | None = None) -> dict[str, np.ndarray]:
-    """Latents ``[N,K,D]``, predicted and true label maps ``[N,H,W]``, ``visibility [N,O]`` and factors."""
+def collect(loaded, loader: DataLoader, num_slots: int | None = None, images: bool = False) -> dict[str, np.ndarray]:
+    """Latents ``[N,K,D]``, predicted and true label maps ``[N,H,W]``, ``visibility [N,O]`` and factors
+    (and the images ``[N,C,H,W]`` with ``images``)."""
     loaded.model.eval()
     device = loaded.device
-    parts: dict[str, list] = {"latents": [], "pred": [], "true": [], "visibility": []}
+    parts: dict[str, list] = {"latents": [], "pred": [], "true": [], "visibility": [], "image": []}
     factors: dict[str, list] = {}
     for batch in loader:
         if "factors" not in batch or "mask" not in batch:
@@ -31,6 +32,8 @@ def collect(loaded, loader: DataLoader, num_slots: int | None = None) -> dict[st
         parts["latents"].append(out.latents.float().cpu().numpy())
         parts["pred"].append(out.predicted_labels().cpu().numpy())
         parts["true"].append(batch["mask"].numpy())
+        if images:
+            parts["image"].append(batch["image"].numpy())
         vis = batch.get("visibility")
         parts["visibility"].append(vis.numpy() if vis is not None else None)
         for name, value in batch["factors"].items():
@@ -45,8 +48,15 @@ def score_split(loaded, loader: DataLoader, num_slots: int | None = None, seed: 
     """Collect, match and score; returns the JSON-ready dict of :func:`disentanglement_metrics` plus
     ``matched_iou_mean`` and ``latent_dim``."""
     data = collect(loaded, loader, num_slots)
-    dataset = loader.dataset  # which label each factor row describes, and which labels are background
-    codes, factors, iou = matched_samples(data["latents"], data["pred"], data["true"], data["factors"],
+    return score_codes(data["latents"], data["pred"], data, loader.dataset, seed, importance)
+
+
+def score_codes(codes_per_slot: np.ndarray, pred: np.ndarray, data: dict, dataset, seed: int = 0,
+                importance: str = "gbt") -> dict:
+    """Score per-slot codes ``[N,K,D]`` (latents, or any features of the slots) against the objects of
+    ``data`` (from :func:`collect`), matching slots to objects by the label maps ``pred [N,H,W]``.
+    ``dataset`` says which label each factor row describes and which labels are background."""
+    codes, factors, iou = matched_samples(codes_per_slot, pred, data["true"], data["factors"],
                                           data.get("visibility"), first_label=getattr(dataset, "factor_first_label", 1),
                                           background_labels=tuple(getattr(dataset, "background_labels", (0,))))
     if len(codes) < 20:
