@@ -8,7 +8,7 @@ import pytest
 import torch
 from overrides import TINY_MONET
 
-from scenedecomp.config import load_config
+from scenedecomp.config import ConfigError, load_config
 from scenedecomp.models import build_model
 from scenedecomp.models.masks import stick_breaking_log_masks
 from scenedecomp.models.monet import gaussian_kl, mask_kl, mixture_nll
@@ -148,6 +148,32 @@ def test_per_channel_option_changes_the_likelihood():
 def test_unet_depth_must_fit_the_image():
     with pytest.raises(ValueError, match="divisible"):
         tiny_monet(k=3, size=20, extra=["model.attention.channels=[8,8,8,8]"])
+
+
+@pytest.mark.parametrize("extra, schedule", [
+    # a step: beta_initial until beta_warmup_start, beta from then on
+    (["model.loss.beta_initial=0.5", "model.loss.beta=8", "model.loss.beta_warmup_start=100"],
+     [(0, 0.5), (99, 0.5), (100, 8.0), (10_000, 8.0)]),
+    # a ramp that starts late, from beta_initial to beta
+    (["model.loss.beta_initial=1", "model.loss.beta=3", "model.loss.beta_warmup_start=100",
+      "model.loss.beta_warmup_steps=200"], [(50, 1.0), (100, 1.0), (200, 2.0), (300, 3.0), (900, 3.0)]),
+])
+def test_beta_schedule_holds_then_steps_or_ramps(extra, schedule):
+    model = tiny_monet(k=3, extra=extra)
+    image = torch.rand(2, 3, 16, 16)
+    for step, expected_beta in schedule:
+        model.set_step(step)
+        assert model.train_beta.item() == pytest.approx(expected_beta)
+    torch.manual_seed(0)
+    out = model(image)
+    terms = out.loss_terms
+    torch.testing.assert_close(out.loss, terms["nll"] + schedule[-1][1] * terms["kl_z"] + 0.5 * terms["kl_mask"])
+
+
+def test_beta_schedule_refuses_a_negative_start_or_initial_weight():
+    for bad in ("model.loss.beta_warmup_start=-1", "model.loss.beta_initial=-0.5"):
+        with pytest.raises(ConfigError, match="beta"):
+            tiny_monet(k=3, extra=[bad])
 
 
 def test_beta_warmup_scales_kl_z_while_training_only():

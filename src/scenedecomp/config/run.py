@@ -145,8 +145,11 @@ def validate(cfg: RunConfig) -> None:
                                                         or 0 < m.loss.geco_min_weight <= m.loss.geco_max_weight)):
         raise ConfigError("model.loss.geco_*: need geco_mse_target > 0, geco_rate > 0, 0 <= geco_ema < 1 and "
                           "geco_max_weight >= 1, 0 < geco_min_weight <= geco_max_weight")
-    if m.loss.beta_warmup_steps < 0:
-        raise ConfigError(f"model.loss.beta_warmup_steps must be >= 0, got {m.loss.beta_warmup_steps}")
+    if m.loss.beta_warmup_steps < 0 or m.loss.beta_warmup_start < 0:
+        raise ConfigError("model.loss.beta_warmup_steps and beta_warmup_start must be >= 0, got "
+                          f"{m.loss.beta_warmup_steps} and {m.loss.beta_warmup_start}")
+    if not m.loss.beta_initial >= 0:
+        raise ConfigError(f"model.loss.beta_initial must be >= 0, got {m.loss.beta_initial}")
     if not m.attention.trunk_lr_scale > 0:
         raise ConfigError(f"model.attention.trunk_lr_scale must be positive, got {m.attention.trunk_lr_scale}")
     if m.attention.trunk_lr_scale != 1 and m.attention.type == "unet_recurrent":

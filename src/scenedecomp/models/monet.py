@@ -10,8 +10,11 @@ Loss per image (summed over pixels, averaged over the batch)::
 ``sigma_k`` is ``sigma_bg`` for the first slot (the background) and ``sigma_fg`` for the others.
 ``loss.beta_warmup_steps > 0`` (not in the paper; off by default) raises ``beta`` linearly from 0 to its
 value over that many training steps (KL annealing, Bowman et al. 2016), letting the component VAE use
-its latents freely early on. Evaluation always reports the loss at the full ``beta``. The current weight
-is a buffer, so a compiled model is not recompiled as it changes.
+its latents freely early on. ``loss.beta_initial`` (the weight before the ramp, default 0) and
+``loss.beta_warmup_start`` (the step the ramp begins, default 0) move that ramp: ``beta_initial=0.5
+beta=8 beta_warmup_start=5000 beta_warmup_steps=0`` trains at 0.5 until step 5,000 and at 8 from then on
+(a high KL weight only once the masks are learnt). Evaluation always reports the loss at the full ``beta``.
+The current weight is a buffer, so a compiled model is not recompiled as it changes.
 
 ``loss.geco_mse_target`` (not in the paper; off by default) turns the NLL into a constraint, GECO-style
 (Rezende & Viola 2018; GENESIS trains MONet-like models this way): the training loss becomes
@@ -86,7 +89,9 @@ class LossConfig:
     sigma_fg: float = 0.11
     beta: float = 0.5
     gamma: float = 0.5
-    beta_warmup_steps: int = 0  # beta rises linearly from 0 over these training steps (0: constant beta)
+    beta_warmup_steps: int = 0  # beta rises linearly from beta_initial over these training steps (0: a step)
+    beta_initial: float = 0.0  # the training beta before beta_warmup_start (used only with a warm-up or a start)
+    beta_warmup_start: int = 0  # the training step at which the warm-up (or the step to beta) begins
     likelihood: Likelihood = Likelihood.per_pixel
     # GECO (Rezende & Viola 2018, as in GENESIS): weight the NLL by an adaptive lambda that grows while the
     # training reconstruction MSE (moving average) is above this target and shrinks below it. None: off.
@@ -212,11 +217,15 @@ class MONet(SceneModelBase):
                 {"params": [p for p in trunk.parameters() if p.requires_grad], "lr": lr * scale, "name": "trunk"}]
 
     def beta_at(self, step: int) -> float:
-        """The training KL(z) weight at ``step``: ``loss.beta``, scaled by the warm-up."""
-        loss_cfg = self.cfg.loss
-        if loss_cfg.beta_warmup_steps <= 0:
-            return loss_cfg.beta
-        return loss_cfg.beta * min(1.0, step / loss_cfg.beta_warmup_steps)
+        """The training KL(z) weight at ``step``: ``beta_initial`` until ``beta_warmup_start``, then a linear
+        ramp over ``beta_warmup_steps`` to ``beta`` (constant ``beta`` when both are 0)."""
+        c = self.cfg.loss
+        if c.beta_warmup_steps <= 0 and c.beta_warmup_start <= 0:
+            return c.beta
+        if step < c.beta_warmup_start:
+            return c.beta_initial
+        done = 1.0 if c.beta_warmup_steps <= 0 else min(1.0, (step - c.beta_warmup_start) / c.beta_warmup_steps)
+        return c.beta_initial + (c.beta - c.beta_initial) * done
 
     def component_scope_at(self, step: int) -> float:
         """1.0 where GECO's lambda weighs the component VAE's terms at training ``step``, else 0.0."""
