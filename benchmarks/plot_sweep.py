@@ -5,7 +5,8 @@
 A RUN is a folder holding a ``metrics.json`` written by ``scenedecomp evaluate --disentanglement`` (a run
 folder or a copy of its results). Panels: attention FG-ARI and MSC, decoded-mask MSC, DCI disentanglement and
 MIG, and the MLP probes' R^2 for x, scale and colour (mean of the channels). ``--json`` writes the plotted
-numbers per run; ``--table`` prints one markdown row per value (mean +- sample std over its runs).
+numbers per run; ``--table`` prints one markdown row per value (mean +- sample std over its runs);
+``--mig-table`` one markdown row per run with MIG per factor (which factors have a dimension of their own).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def read(folder: Path) -> dict[str, float]:
             "generative_mse": m.get("generative_mse", math.nan),
             "dci_disentanglement": d["dci_disentanglement"], "mig": d["mig"],
             **{f"probe_{k}": mlp.get(k, math.nan) for k in ("x", "y", "scale", "shape")}, "probe_colour": colour,
-            "train_steps": m.get("train_steps")}
+            "train_steps": m.get("train_steps"), "mig_per_factor": d.get("mig_per_factor", {})}
 
 
 TABLE = ("fg_ari", "msc", "decoded_msc", "generative_mse", "probe_x", "probe_y", "probe_scale", "probe_colour",
@@ -69,6 +70,18 @@ def table(param: str, by_value: dict[float, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+MIG_FACTORS = ("x", "y", "scale", "color[0]", "color[1]", "color[2]", "shape", "orientation")
+
+
+def mig_table(param: str, points: list[dict]) -> str:
+    """Markdown: one row per run (in the given order), MIG and its per-factor gaps."""
+    lines = [f"| run | {param} | MIG | " + " | ".join(MIG_FACTORS) + " |", "|---" * (len(MIG_FACTORS) + 3) + "|"]
+    for p in points:
+        cells = [f"{p['mig_per_factor'][k]:.2f}" if k in p["mig_per_factor"] else "" for k in MIG_FACTORS]
+        lines.append(f"| {p['run']} | {p['value']:g} | {p['mig']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="RUN=VALUE pairs")
@@ -77,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--json", default=None, type=Path)
     parser.add_argument("--table", action="store_true", help="print a markdown table of the means per value")
+    parser.add_argument("--mig-table", action="store_true", help="print a markdown table of MIG per factor per run")
     args = parser.parse_args(argv)
     points = []
     for item in args.runs:
@@ -114,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     fig.savefig(args.out, dpi=110)
     if args.json:
         args.json.write_text(json.dumps({"param": args.param, "points": points}, indent=1) + "\n")
+    if args.mig_table:
+        print(mig_table(args.param, points))
     print(table(args.param, by_value) if args.table else args.out)
     return 0
 

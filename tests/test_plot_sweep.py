@@ -7,7 +7,8 @@ def _run(folder, fg_ari, mig):
     folder.mkdir()
     mlp = {"x": 0.9, "scale": 0.5, "color[0]": 0.8, "color[1]": 0.6, "shape": 0.4}
     metrics = {"fg_ari": fg_ari, "msc": 0.8, "decoded_msc": 0.6, "train_steps": 10,
-               "disentanglement": {"informativeness": {"mlp": mlp}, "dci_disentanglement": 0.4, "mig": mig}}
+               "disentanglement": {"informativeness": {"mlp": mlp}, "dci_disentanglement": 0.4, "mig": mig,
+                                   "mig_per_factor": {"x": mig * 2, "y": 0.0, "shape": 0.05}}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return folder
 
@@ -25,6 +26,11 @@ def test_points_and_means_per_value(tmp_path, benchmark_script, capsys):
     main([f"{a}=0.5", f"{b}=0.5", f"{c}=4", "--param", "beta", "--out", str(out), "--table"])
     rows = capsys.readouterr().out.strip().splitlines()
     assert rows[2].startswith("| 0.5 | 2 | 0.700 ± 0.141 |") and rows[3].startswith("| 4 | 1 | 0.500 |")
+    main([f"{a}=0.5", f"{c}=4", "--param", "beta", "--out", str(out), "--mig-table"])
+    rows = capsys.readouterr().out.strip().splitlines()
+    # x, y, scale, r, g, b, shape, orientation; a factor without a score is left empty
+    assert rows[2] == "| a | 0.5 | 0.100 | 0.20 | 0.00 |  |  |  |  | 0.05 |  |"
+    assert rows[3] == "| c | 4 | 0.200 | 0.40 | 0.00 |  |  |  |  | 0.05 |  |"
 
 
 def test_a_pair_without_a_number_is_refused(tmp_path, benchmark_script):
