@@ -11,9 +11,9 @@ Loss per image (summed over pixels, averaged over the batch)::
 ``loss.beta_warmup_steps > 0`` (not in the paper; off by default) raises ``beta`` linearly from 0 to its
 value over that many training steps (KL annealing, Bowman et al. 2016), letting the component VAE use
 its latents freely early on. ``loss.beta_initial`` (the weight before the ramp, default 0) and
-``loss.beta_warmup_start`` (the step the ramp begins, default 0) move that ramp: ``beta_initial=0.5
-beta=8 beta_warmup_start=5000 beta_warmup_steps=0`` trains at 0.5 until step 5,000 and at 8 from then on
-(a high KL weight only once the masks are learnt). Evaluation always reports the loss at the full ``beta``.
+``loss.beta_warmup_start`` (the step the ramp begins, default 0) move that ramp: ``beta_initial=8
+beta=0.5 beta_warmup_start=4000 beta_warmup_steps=0`` trains at 8 until step 4,000 and at 0.5 from then on
+(docs/results.md, "The KL weight β", measures such schedules). Evaluation always reports the loss at ``beta``.
 The current weight is a buffer, so a compiled model is not recompiled as it changes.
 
 ``loss.geco_mse_target`` (not in the paper; off by default) turns the NLL into a constraint, GECO-style
