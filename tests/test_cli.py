@@ -92,12 +92,12 @@ def test_ema_weights_are_what_checkpoints_and_evaluation_use(tmp_path, capsys):
 def test_ema_warmup_follows_the_early_weights(tmp_path):
     from torch.optim.swa_utils import AveragedModel
 
-    from scenedecomp.training.callbacks import warm_ema_avg_fn
+    from scenedecomp.training.callbacks import ema_multi_avg_fn
 
     weight = torch.nn.Parameter(torch.zeros(1))
     holder = torch.nn.Module()
     holder.w = weight
-    averaged = AveragedModel(holder, avg_fn=warm_ema_avg_fn(0.999))
+    averaged = AveragedModel(holder, multi_avg_fn=ema_multi_avg_fn(0.999, warmup=True))
     expected = 0.0
     for n in range(1, 51):  # the model's weight is n after step n
         weight.data.fill_(float(n))
@@ -113,6 +113,34 @@ def test_ema_warmup_follows_the_early_weights(tmp_path):
     averaged_state, current = ckpt["state_dict"], ckpt["current_model_state"]
     key = next(k for k in current if "weight" in k and current[k].is_floating_point())
     assert not torch.equal(averaged_state[key], current[key])
+
+
+def test_weight_average_equals_torchs_tensor_by_tensor_ema():
+    # the foreach average against torch's per-tensor EMA, over parameters and buffers (BatchNorm's running
+    # statistics and its integer batch count), and the state keys earlier checkpoints were written under
+    from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
+
+    from scenedecomp.training.callbacks import ExponentialWeightAverage, ema_multi_avg_fn
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(2, 2))
+    ours = AveragedModel(net, multi_avg_fn=ema_multi_avg_fn(0.9), use_buffers=True)
+    reference = AveragedModel(net, avg_fn=get_ema_avg_fn(0.9), use_buffers=True)
+    for _ in range(5):
+        net(torch.rand(2, 3, 4, 4))  # training mode: the running statistics and the batch count move
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        ours.update_parameters(net)
+        reference.update_parameters(net)
+    mine, theirs = ours.module.state_dict(), reference.module.state_dict()
+    assert mine["1.num_batches_tracked"].item() == net[1].num_batches_tracked.item() == 5
+    for key in theirs:  # torch's EMA of the integer count truncates 0.9 * n + 0.1 * m; ours takes the count
+        if theirs[key].is_floating_point():
+            torch.testing.assert_close(mine[key], theirs[key], rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(mine["0.weight"], net[0].weight)  # an average, not a copy
+    assert ExponentialWeightAverage(0.999).state_key == "EMAWeightAveraging"
+    assert ExponentialWeightAverage(0.999, warmup=True).state_key == "WeightAveraging"
 
 
 class _Payload:

@@ -133,3 +133,33 @@ def test_step_benchmark_variant_measures_its_own_step(variant):
     assert result["images_per_s"] > 0 and result["flops_per_step"] > 0
     assert result["achieved_gflops"] == pytest.approx(result["flops_per_step"] / result["step_seconds_median"] / 1e9,
                                                       rel=0.02, abs=0.01)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
+def test_training_clips_the_gradients_beside_the_fused_optimiser(tmp_path, monkeypatch, precision):
+    # Lightning's mixed-precision plugin refuses clipping beside a fused optimiser; the module clips itself,
+    # so bf16 training keeps the fused Adam and every step's update sees the clipped gradients
+    from overrides import tiny_run
+
+    from scenedecomp.cli import main
+    from scenedecomp.training.module import SceneDecompModule
+
+    monkeypatch.setenv("SCENEDECOMP_CACHE", str(tmp_path / "cache"))
+    seen = []
+    original = SceneDecompModule.configure_gradient_clipping
+
+    def spy(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        grads = lambda: [p.grad for p in self.parameters() if p.grad is not None]  # noqa: E731
+        before = float(torch.nn.utils.get_total_norm(grads()))
+        original(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+        seen.append((optimizer.defaults["fused"], before, float(torch.nn.utils.get_total_norm(grads()))))
+
+    monkeypatch.setattr(SceneDecompModule, "configure_gradient_clipping", spy)
+    clip = 1e-3
+    assert main(["train", "--config", "monet-demo", "--quiet", f"out_dir={tmp_path}", "name=c",
+                 *tiny_run(16, max_steps=3, val_every_n_steps=1000, image_log_every_n_steps=0),
+                 f"trainer.precision={precision}", f"optim.grad_clip_norm={clip}"]) == 0
+    assert len(seen) == 3
+    assert all(fused for fused, _, _ in seen)
+    assert all(before > clip for _, before, _ in seen), "the test needs gradients above the clipping norm"
+    assert all(after == pytest.approx(clip, rel=1e-3) for _, _, after in seen)

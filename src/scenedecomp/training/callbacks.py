@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 
 
 class HistoryCallback(L.Callback):
@@ -96,16 +97,40 @@ class DecompositionImageCallback(L.Callback):
             experiment.add_figure("boxes", boxes_figure(self.images, out, out.extras["boxes"]), step)
 
 
-def warm_ema_avg_fn(decay: float):
-    """``avg_fn`` for :class:`torch.optim.swa_utils.AveragedModel`: an exponential moving average whose
-    decay warms up, ``min(decay, (1 + n) / (10 + n))`` at the ``n``-th update (``n`` = updates so far).
+def ema_multi_avg_fn(decay: float, warmup: bool = False):
+    """``multi_avg_fn`` for :class:`torch.optim.swa_utils.AveragedModel`: an exponential moving average of all
+    floating-point tensors at once (one foreach lerp), with the decay ``decay`` or, with ``warmup``,
+    ``min(decay, (1 + n) / (10 + n))`` at the ``n``-th update (``n`` = updates so far), which follows the early
+    weights instead of holding the untrained ones. Integer buffers (BatchNorm's batch count) take the current
+    value.
 
-    ``(averaged, current, n) -> new averaged`` (tensors of one parameter or buffer).
+    ``(averaged list, current list, n) -> None``, updating the averaged tensors in place.
     """
 
-    def avg_fn(averaged: torch.Tensor, current: torch.Tensor, num_averaged) -> torch.Tensor:
+    def multi_avg_fn(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        if not averaged[0].is_floating_point():
+            torch._foreach_copy_(averaged, current)
+            return
         n = float(num_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
-        return averaged + (current - averaged) * (1.0 - d)
+        d = min(decay, (1.0 + n) / (10.0 + n)) if warmup else decay
+        torch._foreach_lerp_(averaged, current, 1.0 - d)
 
-    return avg_fn
+    return multi_avg_fn
+
+
+class ExponentialWeightAverage(WeightAveraging):
+    """The weights' exponential moving average (:func:`ema_multi_avg_fn`), updated after every optimiser step;
+    what is validated, tested and checkpointed as ``state_dict``.
+
+    Lightning's ``EMAWeightAveraging`` updates tensor by tensor: ~0.08 s a step for a 21M-parameter model on one
+    thread, against ~0.01 s here (``benchmarks/update_step.py``). The state keys are those of the callbacks used
+    before (``EMAWeightAveraging``, or ``WeightAveraging`` with the warm-up), so earlier checkpoints resume.
+    """
+
+    def __init__(self, decay: float, warmup: bool = False):
+        super().__init__(use_buffers=True, multi_avg_fn=ema_multi_avg_fn(decay, warmup))
+        self._state_key = "WeightAveraging" if warmup else "EMAWeightAveraging"
+
+    @property
+    def state_key(self) -> str:
+        return self._state_key

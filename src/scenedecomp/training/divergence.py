@@ -64,6 +64,11 @@ class DivergenceGuard(L.Callback):
         return self._report(pl_module.global_step, what, float(value.detach().float().sum()))
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        # one fused norm over all gradients (a per-tensor check costs ~10 % of a 21M-parameter step on one
+        # thread); only a non-finite norm (a non-finite gradient, or an overflow) is searched tensor by tensor
+        if not grads or torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            return
         for name, p in pl_module.named_parameters():
             if p.grad is not None and not torch.isfinite(p.grad).all():
                 self._report(trainer.global_step, f"gradient of {name} (loss finite)", float("nan"))

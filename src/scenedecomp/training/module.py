@@ -139,6 +139,16 @@ class SceneDecompModule(L.LightningModule):
         """Fused Adam needs float parameters on a CPU or CUDA device."""
         return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in self.model.parameters())
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clips the gradients' total norm to ``optim.grad_clip_norm`` (the only clipping the config offers).
+
+        Done here rather than by Lightning's precision plugin, which refuses any clipping beside a fused
+        optimiser under mixed precision although bf16 has no gradient scaler to conflict with; fp16 keeps the
+        unfused optimiser (:meth:`configure_optimizers`), whose gradients Lightning unscales before this hook.
+        """
+        if gradient_clip_val:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+
     def configure_optimizers(self):
         opt_cfg = self.cfg.optim
         groups = self.model.parameter_groups(opt_cfg.lr)
@@ -147,10 +157,11 @@ class SceneDecompModule(L.LightningModule):
             optimizer = torch.optim.RMSprop(groups, **kwargs)
         else:  # the fused Adam kernel (CPU and CUDA) is several times faster than the per-tensor loop
             adam = torch.optim.Adam if opt_cfg.name == "adam" else torch.optim.AdamW
-            # Lightning refuses gradient clipping with a fused optimiser under mixed precision
+            # a fused optimiser unscales fp16 gradients inside its step, after clipping would have seen them
+            # scaled; bf16 has no gradient scaler (see configure_gradient_clipping)
             precision = str(getattr(self._trainer, "precision", "32-true")) if self._trainer else "32-true"
-            clipping_mixed = bool(opt_cfg.grad_clip_norm) and "mixed" in precision
-            optimizer = adam(groups, fused=self._fused_ok() and not clipping_mixed, **kwargs)
+            clipping_fp16 = bool(opt_cfg.grad_clip_norm) and precision == "16-mixed"
+            optimizer = adam(groups, fused=self._fused_ok() and not clipping_fp16, **kwargs)
         total = max(self.cfg.trainer.max_steps, 1)
 
         def factor(step: int) -> float:

@@ -192,7 +192,7 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool, lock: Run
     if resume:  # an edited config.yaml (another K, size or model) is refused before any file is rewritten
         _check_resume(run_dir, module)
 
-    from .callbacks import DecompositionImageCallback, HistoryCallback, warm_ema_avg_fn
+    from .callbacks import DecompositionImageCallback, ExponentialWeightAverage, HistoryCallback
 
     t = cfg.trainer
     fixed_images = torch.stack([val_set[i]["image"] for i in range(min(4, len(val_set)))])
@@ -212,10 +212,7 @@ def _train(cfg: RunConfig, overwrite: bool, resume: bool, quiet: bool, lock: Run
         interrupt_saver := InterruptCheckpoint(run_dir / "checkpoints" / "last.ckpt"),
     ]
     if t.ema_decay is not None:  # checkpoints then hold the averaged weights as ``state_dict``
-        from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
-
-        callbacks.append(WeightAveraging(avg_fn=warm_ema_avg_fn(t.ema_decay)) if t.ema_warmup
-                         else EMAWeightAveraging(decay=t.ema_decay))
+        callbacks.append(ExponentialWeightAverage(t.ema_decay, warmup=t.ema_warmup))
     try:  # Lightning checks accelerator/devices/strategy/precision here, before anything is written
         trainer = _make_trainer(cfg, run_dir, precision, callbacks, quiet)
     except Exception as err:  # noqa: BLE001 - MisconfigurationException, ValueError, RuntimeError
