@@ -365,3 +365,22 @@ def test_area_downsampling_treats_mirrored_images_alike():
                     module.weight.copy_((module.weight + module.weight.flip(-1)) / 2)
             flipped, plain = unet(x.flip(-1)).flip(-1), unet(x)
         assert torch.allclose(flipped, plain, atol=1e-5) == symmetric, downsample
+
+
+def test_log_mask_floor_bounds_what_the_encoder_reads():
+    """With ``log_mask_floor`` the encoder sees ``max(log mask, floor)``: masks far below the floor encode like
+    masks at it, masks above it are read unchanged; a floor at 0 or above is refused."""
+    model = tiny_monet(k=3, extra=["model.component.log_mask_floor=-10"]).eval()
+    image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    at_floor = torch.full((2, 1, 16, 16), -10.0)
+    mean_floor, _ = model.component.encode(image, at_floor)
+    mean_far, logvar_far = model.component.encode(image, torch.full((2, 1, 16, 16), -650.0))
+    torch.testing.assert_close(mean_far, mean_floor)
+    unbounded = tiny_monet(k=3).eval()  # same weights (seed)
+    mean_far_unbounded, logvar_unbounded = unbounded.component.encode(image, torch.full((2, 1, 16, 16), -650.0))
+    assert logvar_unbounded.abs().max() > 10 * logvar_far.abs().max()
+    above = torch.full((2, 1, 16, 16), -2.0)
+    torch.testing.assert_close(model.component.encode(image, above)[0], unbounded.component.encode(image, above)[0])
+    for bad in ("0", "1", "nan"):
+        with pytest.raises(ConfigError, match="log_mask_floor"):
+            load_config("monet-demo", [f"model.component.log_mask_floor={bad}"])

@@ -9,6 +9,7 @@ an unknown choice is refused with one line naming the key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,9 @@ def validate(cfg: RunConfig) -> None:
                                                         or 0 < m.loss.geco_min_weight <= m.loss.geco_max_weight)):
         raise ConfigError("model.loss.geco_*: need geco_mse_target > 0, geco_rate > 0, 0 <= geco_ema < 1 and "
                           "geco_max_weight >= 1, 0 < geco_min_weight <= geco_max_weight")
+    floor = m.component.log_mask_floor
+    if floor is not None and not (math.isfinite(floor) and floor < 0):
+        raise ConfigError(f"model.component.log_mask_floor: a log mask floor must be finite and below 0, got {floor}")
     if m.loss.beta_warmup_steps < 0 or m.loss.beta_warmup_start < 0:
         raise ConfigError("model.loss.beta_warmup_steps and beta_warmup_start must be >= 0, got "
                           f"{m.loss.beta_warmup_steps} and {m.loss.beta_warmup_start}")

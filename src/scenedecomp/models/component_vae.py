@@ -29,6 +29,9 @@ class ComponentConfig:
     # the attention then learns from the mixture likelihood and the mask KL only, not from what makes a
     # mask easier for the encoder to read
     detach_mask_input: bool = False
+    # the encoder reads max(log mask, floor) (not in the paper; None: unbounded): one-pass attentions can drive
+    # log masks to -600 within 20 steps, and the encoder's outputs with them until exp(logvar) overflows
+    log_mask_floor: float | None = None
 
 
 def _coordinate_grid(height: int, width: int) -> Tensor:
@@ -97,7 +100,7 @@ class ComponentVAE(nn.Module):
     object-centric library; ``none`` leaves them unbounded) and one mask logit. Both are returned in
     fp32 even under autocast, so the mixture likelihood and the KLs are always computed in fp32.
     With ``detach_mask_input`` the encoder's log-mask input is detached: no gradient reaches the
-    attention through the encoder.
+    attention through the encoder; with ``log_mask_floor`` it is clamped below at that value.
     """
 
     def __init__(self, cfg: ComponentConfig, in_channels: int, image_size: int, latent_dim: int):
@@ -106,6 +109,7 @@ class ComponentVAE(nn.Module):
         self.latent_dim = latent_dim
         self.output_activation = cfg.output_activation
         self.detach_mask_input = cfg.detach_mask_input
+        self.log_mask_floor = cfg.log_mask_floor
         convs: list[nn.Module] = []
         prev = in_channels + 1
         size = image_size
@@ -127,6 +131,8 @@ class ComponentVAE(nn.Module):
         """``image [N,C,H,W]``, ``log_mask [N,1,H,W]`` -> ``(mean [N,D], logvar [N,D])``."""
         if self.detach_mask_input:
             log_mask = log_mask.detach()
+        if self.log_mask_floor is not None:
+            log_mask = log_mask.clamp(min=self.log_mask_floor)
         stats = self.encoder(torch.cat([image, log_mask], dim=1)).float()  # fp32 under autocast
         return stats.chunk(2, dim=1)
 
