@@ -384,3 +384,22 @@ def test_log_mask_floor_bounds_what_the_encoder_reads():
     for bad in ("0", "1", "nan"):
         with pytest.raises(ConfigError, match="log_mask_floor"):
             load_config("monet-demo", [f"model.component.log_mask_floor={bad}"])
+
+
+def test_encoder_coordinates_are_read_by_the_encoder():
+    """With ``encoder_coordinates`` the encoder reads x and y channels: two more inputs to its first conv,
+    gradients reach every parameter, and the code of an all-zero input depends on the coordinate weights."""
+    plain = tiny_monet(k=3)
+    coords = tiny_monet(k=3, extra=["model.component.encoder_coordinates=true"])
+    assert coords.component.encoder[0].in_channels == plain.component.encoder[0].in_channels + 2
+    image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    coords.train()
+    coords(image).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in coords.parameters())
+    coords.eval()
+    zeros = torch.zeros(1, 3, 16, 16)
+    mean, _ = coords.component.encode(zeros, torch.zeros(1, 1, 16, 16))
+    with torch.no_grad():
+        coords.component.encoder[0].weight[:, -2:] = 0
+    mean_blind, _ = coords.component.encode(zeros, torch.zeros(1, 1, 16, 16))
+    assert (mean - mean_blind).abs().max() > 1e-4

@@ -32,6 +32,9 @@ class ComponentConfig:
     # the encoder reads max(log mask, floor) (not in the paper; None: unbounded): one-pass attentions can drive
     # log masks to -600 within 20 steps, and the encoder's outputs with them until exp(logvar) overflows
     log_mask_floor: float | None = None
+    # the encoder also reads two coordinate channels (x and y in [-1, 1]; CoordConv, not in the paper), so
+    # its strided convs need not infer where in the image an object lies from the padding alone
+    encoder_coordinates: bool = False
 
 
 def _coordinate_grid(height: int, width: int) -> Tensor:
@@ -100,7 +103,8 @@ class ComponentVAE(nn.Module):
     object-centric library; ``none`` leaves them unbounded) and one mask logit. Both are returned in
     fp32 even under autocast, so the mixture likelihood and the KLs are always computed in fp32.
     With ``detach_mask_input`` the encoder's log-mask input is detached: no gradient reaches the
-    attention through the encoder; with ``log_mask_floor`` it is clamped below at that value.
+    attention through the encoder; with ``log_mask_floor`` it is clamped below at that value; with
+    ``encoder_coordinates`` two coordinate channels are appended to the encoder's input.
     """
 
     def __init__(self, cfg: ComponentConfig, in_channels: int, image_size: int, latent_dim: int):
@@ -110,8 +114,11 @@ class ComponentVAE(nn.Module):
         self.output_activation = cfg.output_activation
         self.detach_mask_input = cfg.detach_mask_input
         self.log_mask_floor = cfg.log_mask_floor
+        self.encoder_coordinates = cfg.encoder_coordinates
+        if cfg.encoder_coordinates:
+            self.register_buffer("encoder_grid", _coordinate_grid(image_size, image_size), persistent=False)
         convs: list[nn.Module] = []
-        prev = in_channels + 1
+        prev = in_channels + 1 + (2 if cfg.encoder_coordinates else 0)
         size = image_size
         for width in cfg.encoder_channels:
             convs += [nn.Conv2d(prev, width, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
@@ -133,7 +140,10 @@ class ComponentVAE(nn.Module):
             log_mask = log_mask.detach()
         if self.log_mask_floor is not None:
             log_mask = log_mask.clamp(min=self.log_mask_floor)
-        stats = self.encoder(torch.cat([image, log_mask], dim=1)).float()  # fp32 under autocast
+        inputs = [image, log_mask]
+        if self.encoder_coordinates:
+            inputs.append(self.encoder_grid.to(image.dtype).expand(image.shape[0], -1, -1, -1))
+        stats = self.encoder(torch.cat(inputs, dim=1)).float()  # fp32 under autocast
         return stats.chunk(2, dim=1)
 
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
